@@ -1,0 +1,163 @@
+"""`tavr` command line: one command per pipeline step, same functions DVC and kfp call.
+
+Every command reads `params.yaml` from the working directory when it exists
+(or the file given by `--params`); flags override single values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tavr.config import ConfigError, TAVRConfig, load_config
+
+app = typer.Typer(help="TAVR: talking avatars from a video reference.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present)")]
+
+
+def _config(params: Path | None) -> TAVRConfig:
+    path = params if params is not None else (Path("params.yaml") if Path("params.yaml").is_file() else None)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def _bar(progress: Progress, description: str):
+    task = progress.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="output folder: <identity>/<scene>/<clip>.mp4 + mask + json")] = Path("data/synth"),
+    identities: Annotated[Optional[int], typer.Option(help="number of identities (default: params synth.identities)")] = None,
+    scenes: Annotated[Optional[int], typer.Option(help="number of scenes (default: params synth.scenes)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed; the data set is a function of it")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="render processes (0 = one per core)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Render the TAVR-Synth data set (procedural talking heads with speech)."""
+    from tavr.data import synth as synth_mod
+
+    cfg = _config(params).synth
+    try:
+        cfg = synth_mod.resized(cfg, identities, scenes)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, workers=workers)
+    start = time.perf_counter()
+    with _progress() as progress:
+        summary = synth_mod.generate(cfg, out, progress=_bar(progress, "synth"))
+    console.print(
+        f"wrote {summary['clips']} clips of {cfg.identities} identities x {cfg.scenes} scenes to {out} "
+        f"in {time.perf_counter() - start:.1f} s (bench: {len(summary['identities']['bench'])} identities, "
+        f"{len(summary['scenes']['bench'])} scenes)"
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="SRC... OUT: source folders or CSV files, then the output folder")],
+    pairs: Annotated[Optional[Path], typer.Option(help="where to write bench pairs (default: params ingest.pairs_out)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Cut videos into face-centred clips; write manifest.parquet, quarantine.jsonl and bench pairs."""
+    from tavr.data.ingest import ingest as run_ingest
+    from tavr.data.pairs import make_pairs, write_pairs
+
+    if len(paths) < 2:
+        console.print("[red]error:[/red] give at least one source and the output folder: tavr ingest SRC... OUT")
+        raise typer.Exit(2)
+    *sources, out = paths
+    cfg = _config(params).ingest
+    missing = [str(s) for s in sources if not s.exists()]
+    if len(missing) == len(sources):
+        console.print(f"[red]error:[/red] no source exists: {', '.join(missing)}")
+        raise typer.Exit(2)
+    for m in missing:
+        console.print(f"[yellow]skipping missing source[/yellow] {m}")
+    with _progress() as progress:
+        summary = run_ingest(sources, out, cfg, progress=_bar(progress, "ingest"))
+    table = Table(title=f"ingest -> {out}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in ("videos", "clips", "identities", "scenes", "quarantined"):
+        table.add_row(key, str(summary[key]))
+    for split, n in summary["splits"].items():
+        table.add_row(f"clips in {split}", str(n))
+    for reason, n in summary["reasons"].items():
+        table.add_row(f"[yellow]quarantined: {reason}[/yellow]", str(n))
+    console.print(table)
+    if summary["clips"] == 0:
+        console.print(f"[red]error:[/red] no usable clips; reasons are in {out / 'quarantine.jsonl'}")
+        raise typer.Exit(1)
+    import pandas as pd
+
+    bench = make_pairs(pd.read_parquet(out / "manifest.parquet"), cfg.bench_pairs, cfg.pairs_seed)
+    pairs_path = pairs or Path(cfg.pairs_out)
+    write_pairs(pairs_path, bench, out)
+    if len(bench) < cfg.bench_pairs:
+        console.print(f"[yellow]only {len(bench)} cross-scene bench pairs exist ({cfg.bench_pairs} asked for)[/yellow]")
+    console.print(f"wrote {len(bench)} bench pairs to {pairs_path}")
+
+
+@app.command()
+def qa(
+    manifest: Annotated[Path, typer.Argument(help="manifest.parquet written by `tavr ingest`")],
+    report: Annotated[Path, typer.Option(help="folder for qa.json and data docs HTML")] = Path("reports/qa"),
+    params: ParamsOpt = None,
+) -> None:
+    """Validate a manifest with great-expectations; exit 1 naming every failed expectation."""
+    from tavr.data.qa import format_failures, run_qa
+
+    if not manifest.is_file():
+        console.print(f"[red]error:[/red] manifest {manifest} does not exist")
+        raise typer.Exit(2)
+    result = run_qa(manifest, _config(params).qa, report)
+    passed = sum(r["success"] for r in result.results)
+    if result.success:
+        console.print(f"[green]QA passed[/green]: {passed} expectations over {result.n_clips} clips; report in {report}")
+        return
+    console.print(f"[red]QA failed[/red]: {len(result.failed)} of {len(result.results)} expectations over {result.n_clips} clips")
+    console.print(format_failures(result), markup=False, highlight=False)
+    console.print(f"report: {report / 'qa.json'}, {report / 'data_docs' / 'index.html'}")
+    raise typer.Exit(1)
+
+
+@app.command("config")
+def show_config(params: ParamsOpt = None) -> None:
+    """Print the resolved config tree (defaults, preset and params.yaml merged)."""
+    from tavr.config import to_dict
+
+    typer.echo(json.dumps(to_dict(_config(params)), indent=2))
+
+
+if __name__ == "__main__":
+    app()

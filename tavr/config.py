@@ -1,0 +1,203 @@
+"""One typed, frozen config tree for every stage.
+
+Defaults live only in these dataclasses. `params.yaml` holds one section per
+stage and may set any subset of fields; an unknown key or a value of the wrong
+type raises `ConfigError` naming its dotted path (`ingest.fpz`).
+
+A root-level `preset` picks a named set of overrides (`PRESETS`) that sits
+between the dataclass defaults and the file: file values always win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the dataclass tree."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """TAVR-Synth: procedural talking heads, the embedded default data set."""
+
+    identities: int = 48  # parametric faces; the last `bench_identities` are held out
+    scenes: int = 12  # backgrounds; the last `bench_scenes` are held out
+    bench_identities: int = 10  # appear only in bench scenes, never in training
+    bench_scenes: int = 3  # used only by bench identities
+    scenes_per_identity: int = 4  # train scenes each train identity is filmed in
+    clips_per_scene: int = 2  # clips per (identity, scene)
+    seconds: float = 2.0  # clip length
+    size: int = 128  # frame side in pixels (square)
+    fps: int = 25
+    audio_rate: int = 16000
+    photo_fraction: float = 0.34  # share of scenes whose background is a bundled photograph
+    seed: int = 0
+    workers: int = 0  # render processes; 0 = one per CPU core
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Ingest: any folder of videos -> face-centred clips + manifest."""
+
+    pairs_out: str = "data/bench_pairs.json"  # where `tavr ingest` writes the cross-scene bench pairs
+    size: int = 128  # output frame side (square crop around the face)
+    fps: int = 25
+    audio_rate: int = 16000
+    clip_seconds: float = 2.0
+    max_clips_per_video: int = 0  # 0 = as many as fit
+    crop_margin: float = 1.9  # crop side = median face-box side x margin
+    crop_shift: float = 0.12  # move the crop centre up by this share of its side (forehead, hair)
+    detect_side: int = 256  # frames are resized so their shorter side is this before face detection
+    min_face_rate: float = 0.8  # clips with the face in fewer frames are quarantined
+    bench_fraction: float = 0.0  # real data without a split: share of identities held out by hash
+    bench_pairs: int = 158  # cross-scene pairs written to `pairs_out`
+    pairs_seed: int = 0
+    workers: int = 0  # 0 = one per CPU core
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    """The great-expectations gate over the ingest manifest."""
+
+    fps: float = 25.0
+    fps_tolerance: float = 0.01
+    min_seconds: float = 1.9
+    max_seconds: float = 2.1
+    size: int = 128
+    audio_rate: int = 16000
+    min_face_rate: float = 0.8
+    min_face_size: float = 0.25  # median face-box side / frame side
+    max_face_size: float = 0.95
+    min_clips: int = 1
+
+
+@dataclass(frozen=True)
+class TAVRConfig:
+    """The root: one section per stage, plus the preset that was applied."""
+
+    preset: str = "tiny"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+
+
+# Named overrides applied under the file's own values. `tiny` is the embedded
+# default (CPU, 128 px, 2-s clips); the larger ones set the data resolution
+# that matching model sizes are trained at.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "small": {
+        "synth": {"size": 256},
+        "ingest": {"size": 256},
+        "qa": {"size": 256},
+    },
+    "1.3b": {
+        "ingest": {"size": 480, "clip_seconds": 3.24, "fps": 25},
+        "qa": {"size": 480, "min_seconds": 3.2, "max_seconds": 3.3},
+    },
+    "14b": {
+        "ingest": {"size": 720, "clip_seconds": 3.24, "fps": 25},
+        "qa": {"size": 720, "min_seconds": 3.2, "max_seconds": 3.3},
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check `value` against a field's type hint; convert lists to tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            if arm is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arm, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} is not a {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    return value
+
+
+def _build(cls: type, data: Any, path: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{dotted}' (known here: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def build_config(data: dict[str, Any] | None = None) -> TAVRConfig:
+    """Build the tree from a plain dict (a parsed params.yaml), preset applied."""
+    data = dict(data or {})
+    preset = data.get("preset", TAVRConfig.preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return _build(TAVRConfig, _merge(PRESETS[preset], data))
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TAVRConfig:
+    """Load `params.yaml` (or defaults when `path` is None) plus nested overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return build_config(_merge(data, overrides or {}))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready data (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))

@@ -1,0 +1,1 @@
+"""Data: video/audio IO, the TAVR-Synth renderer, ingest, manifest and QA."""
