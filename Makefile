@@ -32,7 +32,8 @@ test: $(STAMP)  ## the default test suite (under 15 minutes on 2 CPU cores)
 push: $(STAMP)  ## upload DVC-tracked data and outputs to the default remote
 	$(BIN)/dvc push
 
-pull: $(STAMP)  ## fetch them in another clone
+pull: $(STAMP)  ## fetch them in another clone (data/raw must exist, even empty, as the ingest stage's input)
+	@mkdir -p data/raw
 	$(BIN)/dvc pull
 
 lock: $(STAMP)  ## re-pin requirements.lock from the current .venv

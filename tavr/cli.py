@@ -19,7 +19,12 @@ from rich.table import Table
 
 from tavr.config import ConfigError, TAVRConfig, load_config
 
-app = typer.Typer(help="TAVR: talking avatars from a video reference.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="TAVR: talking avatars from a video reference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True)
 
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present)")]

@@ -151,7 +151,7 @@ def run_qa(manifest: pd.DataFrame | str | Path, cfg: QAConfig, report_dir: str |
     import great_expectations as gx
 
     df = manifest.copy() if isinstance(manifest, pd.DataFrame) else pd.read_parquet(manifest)
-    report_dir = Path(report_dir)
+    report_dir = Path(report_dir).resolve()
     docs_dir = report_dir / "data_docs"
     report_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(docs_dir, ignore_errors=True)  # the site lists what it finds: keep only this run
