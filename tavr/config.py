@@ -80,10 +80,39 @@ class QAConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The TAVR transformer. Field names follow diffusers' WanTransformer3DModel config.
+
+    Saved as `config.json` beside the weights; the preset fills it, params may override.
+    """
+
+    patch_size: tuple[int, ...] = (1, 2, 2)
+    num_attention_heads: int = 4
+    attention_head_dim: int = 32
+    in_channels: int = 16  # latent channels of the noisy target (Wan VAE z_dim)
+    out_channels: int = 16
+    text_dim: int = 384  # MiniLM; 4096 for umT5
+    freq_dim: int = 64  # sinusoidal timestep features
+    ffn_dim: int = 512
+    num_layers: int = 4
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # TAVR additions
+    audio_dim: int = 320  # per-frame audio features (log-mel: 4 hops x 80 bins; wav2vec2 base: 768)
+    mask_channels: int = 1  # background mask channels beside the masked-background latent
+    reference_gap: int = 4  # latent frames between the target and the reference on the RoPE time axis
+    keep_ratio: float = 1.0  # default share of reference tokens kept by token selection
+    selection_temperature: float = 1.0  # Gumbel noise scale on selection scores while training
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
 class TAVRConfig:
     """The root: one section per stage, plus the preset that was applied."""
 
     preset: str = "tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     qa: QAConfig = field(default_factory=QAConfig)
@@ -95,15 +124,20 @@ class TAVRConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": {
+        "model": {"num_attention_heads": 8, "attention_head_dim": 64, "ffn_dim": 2048, "num_layers": 12, "freq_dim": 256},
         "synth": {"size": 256},
         "ingest": {"size": 256},
         "qa": {"size": 256},
     },
-    "1.3b": {
+    "1.3b": {  # Wan2.1-T2V-1.3B shape, umT5 text, wav2vec2-base audio
+        "model": {"num_attention_heads": 12, "attention_head_dim": 128, "ffn_dim": 8960, "num_layers": 30,
+                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 768},
         "ingest": {"size": 480, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 480, "min_seconds": 3.2, "max_seconds": 3.3},
     },
-    "14b": {
+    "14b": {  # Wan2.1-T2V-14B shape
+        "model": {"num_attention_heads": 40, "attention_head_dim": 128, "ffn_dim": 13824, "num_layers": 40,
+                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 1024},
         "ingest": {"size": 720, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 720, "min_seconds": 3.2, "max_seconds": 3.3},
     },
