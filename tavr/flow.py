@@ -1,0 +1,107 @@
+"""Rectified-flow math, apart from the network and the loops.
+
+Convention (diffusers' flow matching, as Wan): sigma in [0, 1] is the noise level,
+x_sigma = (1 - sigma) * x0 + sigma * noise, the network predicts the velocity
+v = noise - x0 at timestep 1000 * sigma, and sampling walks sigma from 1 to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """Push noise levels up for larger latents: s * sigma / (1 + (s - 1) * sigma)."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def sample_sigmas(
+    batch: int, shift: float = 1.0, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Training noise levels (B,): logit-normal(mean, std), then shifted."""
+    u = torch.randn(batch, generator=generator) * std + mean
+    return shift_sigmas(torch.sigmoid(u), shift)
+
+
+def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x_sigma (B, ...) on the straight path from data x0 to noise."""
+    s = sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+    return (1 - s) * x0 + s * noise
+
+
+def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return noise - x0
+
+
+def loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error; `weight` (broadcastable to pred, e.g. (B, 1, F, H, W)) weights each element.
+
+    With a weight, the result is sum(w * err^2) / sum(w * ones), so a 0/1 mask gives the
+    mean over the masked elements only.
+    """
+    err = (pred.float() - target.float()) ** 2
+    if weight is None:
+        return err.mean()
+    w = weight.float().expand_as(err)
+    return (w * err).sum() / w.sum().clamp_min(1e-8)
+
+
+def make_scheduler(name: str = "unipc", shift: float = 1.0):
+    """A diffusers flow-matching scheduler: "euler" or "unipc" (Wan's default sampler)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if name == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
+    if name == "unipc":
+        return UniPCMultistepScheduler(
+            num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift
+        )
+    raise ValueError(f"unknown sampler {name!r}; choose 'euler' or 'unipc'")
+
+
+def guided_velocity(
+    velocity: Callable[[bool, bool], torch.Tensor], reference_scale: float = 1.0, audio_scale: float = 1.0
+) -> torch.Tensor:
+    """Classifier-free guidance with separate reference and audio scales.
+
+    `velocity(use_reference, use_audio)` runs the network with or without each condition.
+    v = v(-,-) + s_ref * (v(ref,-) - v(-,-)) + s_audio * (v(ref,audio) - v(ref,-)).
+    Scales of 1 need one pass; a scale of 1 on one condition saves its pass.
+    """
+    full = velocity(True, True)
+    if reference_scale == 1.0 and audio_scale == 1.0:
+        return full
+    no_audio = velocity(True, False)
+    out = no_audio + audio_scale * (full - no_audio)
+    if reference_scale != 1.0:
+        neither = velocity(False, False)
+        out = out + (reference_scale - 1.0) * (no_audio - neither)
+    return out
+
+
+def sample(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    steps: int,
+    scheduler=None,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Integrate from noise (sigma = 1) to data with a diffusers scheduler.
+
+    `velocity(x, timestep (B,))` returns the (guided) velocity; `callback(i, steps)` reports progress.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1; got {steps}")
+    scheduler = scheduler or make_scheduler()
+    scheduler.set_timesteps(steps, device=noise.device)
+    x = noise
+    for i, t in enumerate(scheduler.timesteps):
+        v = velocity(x, t.expand(x.shape[0]).to(noise.dtype))
+        x = scheduler.step(v, t, x, return_dict=False)[0]
+        if callback:
+            callback(i + 1, steps)
+    return x
