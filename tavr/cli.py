@@ -156,6 +156,43 @@ def qa(
     raise typer.Exit(1)
 
 
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Option(help="pipeline folder (model_index.json, transformer/, vae/)")],
+    reference: Annotated[Path, typer.Option(help="reference video of the person (its audio is the reference audio)")],
+    background: Annotated[Path, typer.Option(help="target background: an image or a video")],
+    audio: Annotated[Path, typer.Option(help="driving audio (wav/mp3/flac, or a video's audio track)")],
+    out: Annotated[Path, typer.Option(help="output mp4 (H.264 + the driving audio)")],
+    prompt: Annotated[str, typer.Option(help="optional text prompt")] = "",
+    steps: Annotated[Optional[int], typer.Option(help="denoising steps (default: the model's)")] = None,
+    keep_ratio: Annotated[Optional[float], typer.Option(help="share of reference tokens kept, (0, 1]")] = None,
+    seed: Annotated[int, typer.Option(help="noise seed")] = 0,
+) -> None:
+    """Generate a talking video of the reference person in the target scene, speaking the audio."""
+    from tavr.data.video import VideoError
+    from tavr.pipeline import TAVRPipeline
+
+    for name, path in (("model", model), ("reference", reference), ("background", background), ("audio", audio)):
+        if not path.exists():
+            console.print(f"[red]error:[/red] --{name} {path} does not exist")
+            raise typer.Exit(2)
+    try:
+        pipe = TAVRPipeline.from_pretrained(model)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    with _progress() as progress:
+        try:
+            result = pipe(
+                reference, background, audio, prompt=prompt, num_steps=steps, keep_ratio=keep_ratio, seed=seed,
+                out_path=out, progress=_bar(progress, "denoise"),
+            )  # fmt: skip
+        except (ValueError, VideoError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from e
+    console.print(f"wrote {out}: {len(result.frames)} frames ({len(result.frames) / result.fps:.2f} s) in {result.seconds:.1f} s")
+
+
 @app.command("config")
 def show_config(params: ParamsOpt = None) -> None:
     """Print the resolved config tree (defaults, preset and params.yaml merged)."""

@@ -108,11 +108,37 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class GenerateConfig:
+    """Inference: encoders, chunking for long audio, sampler and guidance defaults."""
+
+    size: int = 128  # frame side; a multiple of 16 (VAE 8x, patch 2x)
+    fps: int = 25
+    audio_rate: int = 16000
+    chunk_frames: int = 49  # frames generated per chunk (4k + 1)
+    motion_frames: int = 1  # latent frames of the previous chunk that condition the next
+    reference_frames: int = 49  # at most this many reference frames (4k + 1) are used
+    min_reference_frames: int = 5  # fewer is an error (the image-reference baseline sets 1)
+    steps: int = 20
+    sampler: str = "unipc"  # unipc | euler
+    shift: float = 1.0  # sigma shift of the sampler (Wan uses 3-5 at 480p+)
+    reference_guidance: float = 1.0  # classifier-free guidance scales; 1 = off (one pass)
+    audio_guidance: float = 1.0
+    keep_ratio: float = 1.0  # share of reference tokens kept
+    vae: str = "tiny"  # tiny | wan2.1 (a preset of tavr.models.vae)
+    text_encoder: str = "minilm"  # minilm | umt5
+    text_encoder_path: str = ""  # local folder for umt5
+    audio_encoder: str = "logmel"  # logmel | wav2vec2
+    audio_encoder_path: str = ""  # local folder for wav2vec2
+    audio_context: int = 2  # video frames of audio context on each side of a latent frame's window
+
+
+@dataclass(frozen=True)
 class TAVRConfig:
     """The root: one section per stage, plus the preset that was applied."""
 
     preset: str = "tiny"
     model: ModelConfig = field(default_factory=ModelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     qa: QAConfig = field(default_factory=QAConfig)

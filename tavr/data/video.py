@@ -8,10 +8,14 @@ input. A file that cannot be used raises `VideoError` with a short `reason`.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import math
 import os
 import uuid
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +23,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["Clip", "VideoError", "probe", "read_audio", "read_video", "write_audio", "write_video"]
+__all__ = [
+    "Clip", "VideoError", "iter_video", "probe", "read_audio", "read_video", "write_audio", "write_video",
+]
 
 _AAC_FRAME = 1024  # samples per AAC frame
 
@@ -83,6 +89,11 @@ def _as_fps(fps) -> Fraction:
     return out
 
 
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
 def _stream_fps(stream) -> Fraction:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -126,72 +137,243 @@ def _mono(chunks: list, resampler) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0)
 
 
-def read_video(path, fps=None, audio_rate: int = 16000, max_seconds: float | None = None) -> Clip:
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError)
+
+
+def _only(container, stream) -> None:
+    """Have the demuxer skip the packets of every stream but `stream`."""
+    for other in container.streams:
+        if other is not stream:
+            other.discard = av.stream.Discard.all
+
+
+def _decode_error(path, error) -> VideoError:
+    detail = getattr(error, "strerror", None) or error or "no decodable video frames"
+    return VideoError(path, f"cannot decode: {detail}")
+
+
+class _Frames:
+    """The decoded frames of `stream`, in order, as (time, uint8 RGB (H, W, 3)).
+
+    Every frame is converted to the first frame's size, downscaled so its shorter side is
+    `max_side` when it is longer than that. A decode error ends the sequence and is kept
+    in `error` (a truncated file gives what decodes); `count` and `t0` (the first frame's
+    time) are filled in as frames come out."""
+
+    def __init__(self, container, stream, max_side: int | None = None):
+        self.container, self.stream, self.max_side = container, stream, max_side
+        self.fps = _stream_fps(stream)
+        self.eps = float(stream.time_base or 0) + 1e-9  # timestamps are rounded to the time base
+        self.size, self.error, self.count, self.t0 = None, None, 0, None
+        stream.thread_type = "AUTO"  # frame + slice threads; output is unaffected
+        _only(container, stream)
+
+    def _rgb(self, frame) -> np.ndarray:
+        if self.size is None:
+            w, h = frame.width, frame.height
+            short = min(w, h)
+            if self.max_side is not None and short > self.max_side:
+                w, h = (max(1, round(Fraction(side * self.max_side, short))) for side in (w, h))
+            self.size = (w, h)
+        if (frame.width, frame.height) == self.size:
+            return frame.to_ndarray(format="rgb24")
+        w, h = self.size
+        return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+
+    def __iter__(self):
+        last = None
+        try:
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():
+                    last = _time(frame, Fraction(0) if last is None else last + 1 / self.fps)
+                    self.t0 = last if self.t0 is None else self.t0
+                    self.count += 1
+                    yield last, self._rgb(frame)
+        except _DECODE_ERRORS as e:  # truncated/corrupt: keep what decoded
+            self.error = e
+
+
+def _pick(frames, out_fps: Fraction, src_fps: Fraction, eps: float, hold: int = 8):
+    """(time, rgb) source frames resampled to `out_fps` by timestamps, lazily.
+
+    Output k shows the source frame on screen at time k/out_fps after the first frame
+    (the last one whose time is <= that, within `eps`; no interpolation); after the last
+    source frame that one repeats, up to round(count / src_fps * out_fps) outputs (at
+    least 1). An output comes once a later source frame shows which frame it is and the
+    frames so far put it within that count (which only grows), so a stream stops exactly
+    where a decode of the whole file would; up to `hold` outputs wait for the count
+    before they go anyway (timestamps running ahead of the frame count)."""
+    k, count, t0, shown, period = 0, 0, None, None, float(out_fps)
+    due = collections.deque()  # outputs known by time, not yet within the count
+    for t, rgb in frames:
+        t0 = t if t0 is None else t0
+        rel = float(t - t0)
+        while count and (k + len(due)) / period + eps < rel:
+            due.append(shown)
+        shown, count = rgb, count + 1
+        n_out = max(1, round(count / src_fps * out_fps))
+        while due and (k < n_out or len(due) > hold):
+            yield due.popleft()
+            k += 1
+    n_out = max(1, round(count / src_fps * out_fps)) if count else 0
+    for _ in range(k, n_out):
+        yield due.popleft() if due else shown
+
+
+class _Audio:
+    """The first audio stream of `path` as float32 mono at `rate`, with sample 0 at time
+    `t0` (the first video frame): audio starting later is preceded by silence, audio
+    starting earlier is cut, and reading past the end gives silence. It decodes on demand
+    through a demuxer of its own, so memory holds about what was asked for, however the
+    file interleaves audio with video. A decode error ends the audio."""
+
+    def __init__(self, path, rate: int, t0: Fraction):
+        self.container = _open(path)
+        self.rate, self.t0 = rate, t0
+        self.pos = None  # index (relative to t0) of buf[0]; set by the first audio frame
+        self.buf = np.zeros(0, np.float32)
+        stream = self.container.streams.audio[0]
+        _only(self.container, stream)
+        self.pieces = self._decode(stream)
+
+    def _decode(self, stream):
+        resampler = av.AudioResampler(format="fltp", rate=self.rate)
+        try:
+            for frame in self.container.decode(stream):
+                if self.pos is None:
+                    a0 = _time(frame, None)
+                    self.pos = 0 if a0 is None else round((a0 - self.t0) * self.rate)
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray()
+        except _DECODE_ERRORS:
+            pass
+        try:
+            for out in resampler.resample(None):
+                yield out.to_ndarray()
+        except _DECODE_ERRORS:
+            pass
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """Samples [start, start + n) as (n,) float32; `start` must not go backwards."""
+        if self.pos is not None and start > self.pos:  # drop what is behind
+            drop = min(start - self.pos, len(self.buf))
+            self.buf, self.pos = self.buf[drop:], self.pos + drop
+        pieces, have = [self.buf], len(self.buf)
+        while self.pos is None or self.pos + have < start + n:
+            piece = next(self.pieces, None)
+            if piece is None:
+                break
+            pieces.append(np.clip(piece.mean(axis=0, dtype=np.float32), -1.0, 1.0))
+            have += len(pieces[-1])
+        self.buf = np.concatenate(pieces) if len(pieces) > 1 else self.buf
+        out = np.zeros(n, np.float32)
+        if self.pos is not None:
+            lo, hi = max(start, self.pos), min(start + n, self.pos + len(self.buf))
+            if hi > lo:
+                out[lo - start:hi - start] = self.buf[lo - self.pos:hi - self.pos]
+        return out
+
+    def close(self) -> None:
+        self.pieces.close()
+        self.container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_video(path, fps=None, audio_rate: int = 16000, max_seconds: float | None = None,
+               max_side: int | None = None) -> Clip:
     """Decode a video file into a `Clip`.
 
     fps: resample to this rate by timestamps (output time k/fps takes the source frame
     shown at that time; no interpolation), else keep every frame at the stream rate.
     Audio is mono float32 at `audio_rate`, aligned to the first frame and padded or
     trimmed to round(duration * audio_rate) samples; None without an audio stream.
-    A file that decodes partially returns what decodes.
+    max_side: downscale while decoding (keeping the aspect ratio, swscale "area") so
+    the shorter side is at most this; the other side is rounded, so it may be odd.
+    A file that decodes partially returns what decodes. For long files see `iter_video`.
     """
     out_fps = None if fps is None else _as_fps(fps)
+    limit = None if max_seconds is None else Fraction(max_seconds)
+    if max_side is not None:
+        _check_positive("max_side", max_side)
     with _open(path) as container:
-        vstream = _video_stream(container, path)
-        vstream.thread_type = "AUTO"  # frame + slice threads; output is unaffected
-        astream = container.streams.audio[0] if container.streams.audio else None
-        src_fps = _stream_fps(vstream)
-        limit = None if max_seconds is None else Fraction(max_seconds)
-        resampler = av.AudioResampler(format="fltp", rate=audio_rate)
-        frames, times, audio, a0 = [], [], [], None
-        v_done, a_done = False, astream is None
-        try:
-            for packet in container.demux(*[s for s in (vstream, astream) if s is not None]):
-                for frame in packet.decode():
-                    if packet.stream is vstream and not v_done:
-                        t = _time(frame, times[-1] + 1 / src_fps if times else Fraction(0))
-                        if limit is not None and times and t - times[0] >= limit:
-                            v_done = True
-                            continue
-                        times.append(t)
-                        frames.append(frame.to_ndarray(format="rgb24"))
-                    elif packet.stream is astream and not a_done:
-                        t = _time(frame, None)
-                        a0 = t if a0 is None else a0
-                        if limit is not None and times and t is not None and t - times[0] >= limit:
-                            a_done = True
-                        audio += [f.to_ndarray() for f in resampler.resample(frame)]
-                if v_done and a_done:
-                    break
-        except (av.FFmpegError, OSError, ValueError) as e:  # truncated/corrupt: keep what decoded
-            error = e
-        else:
-            error = None
+        source = _Frames(container, _video_stream(container, path), max_side)
+        has_audio = bool(container.streams.audio)
+        times, frames = [], []
+        for t, rgb in source:
+            if limit is not None and times and t - times[0] >= limit:
+                break
+            times.append(t)
+            frames.append(rgb)
     if not frames:
-        detail = getattr(error, "strerror", None) or error or "no decodable video frames"
-        raise VideoError(path, f"cannot decode: {detail}")
+        raise _decode_error(path, source.error)
 
-    out_fps = out_fps or src_fps
-    n_out = len(frames) if fps is None else max(1, round(len(frames) / src_fps * out_fps))
+    out_fps = out_fps or source.fps
+    n_out = len(frames) if fps is None else max(1, round(len(frames) / source.fps * out_fps))
     if limit is not None:
         n_out = min(n_out, max(1, math.floor(limit * out_fps + Fraction(1, 10**6))))
-    if fps is None:
-        video = np.stack(frames[:n_out])
-    else:
-        rel = np.array([float(t - times[0]) for t in times])
-        eps = float(vstream.time_base or 0) + 1e-9  # timestamps are rounded to the time base
-        want = np.arange(n_out) / float(out_fps)
-        idx = np.clip(np.searchsorted(rel, want + eps, side="right") - 1, 0, len(frames) - 1)
-        video = np.stack([frames[i] for i in idx])
-
-    clip = Clip(video, out_fps, None, audio_rate)
-    if astream is not None:  # shift so sample 0 is at the first frame's time; fit length
-        mono = _mono(audio, resampler)
-        shift = 0 if a0 is None else round((a0 - times[0]) * audio_rate)
-        mono = np.concatenate([np.zeros(shift, np.float32), mono]) if shift > 0 else mono[-shift:]
-        n = round(clip.duration * audio_rate)
-        clip.audio = np.pad(mono[:n], (0, max(0, n - len(mono))))
+    if fps is not None:
+        frames = _pick(zip(times, frames), out_fps, source.fps, source.eps)
+    clip = Clip(np.stack(list(itertools.islice(frames, n_out))), out_fps, None, audio_rate)
+    if has_audio:
+        with _Audio(path, audio_rate, times[0]) as audio:
+            clip.audio = audio.take(0, round(clip.duration * audio_rate))
     return clip
+
+
+def iter_video(path, fps, audio_rate: int = 16000, chunk_frames: int = 50,
+               max_side: int | None = None) -> Iterator[Clip]:
+    """Decode a video file lazily as consecutive `Clip`s of exactly `chunk_frames` frames.
+
+    One pass front to back, holding about one chunk of frames (plus the audio not yet
+    handed out), for files too long for `read_video`. Frames are resampled to `fps` as
+    read_video(path, fps=fps) does (fps=None: the stream rate) and are its frames, chunk
+    by chunk; a last partial chunk is dropped, so a file shorter than one chunk yields
+    nothing. Chunk c has round(chunk_frames / fps * audio_rate) samples of audio starting
+    at sample round(c * chunk_frames / fps * audio_rate) of read_video's audio (which
+    makes the chunks' audio read_video's audio, end to end, when chunk_frames / fps *
+    audio_rate is whole; otherwise starts are rounded so audio never drifts from the
+    frames); None for every chunk without an audio stream. Audio is decoded through a
+    second demuxer of the same file, so its memory does not depend on the interleaving.
+    max_side: as in read_video. Errors (raised on the first `next`) as in read_video.
+    """
+    out_fps = None if fps is None else _as_fps(fps)
+    _check_positive("chunk_frames", chunk_frames)
+    if max_side is not None:
+        _check_positive("max_side", max_side)
+    return _iter_video(path, out_fps, audio_rate, chunk_frames, max_side)
+
+
+def _iter_video(path, out_fps, audio_rate, chunk_frames, max_side) -> Iterator[Clip]:
+    with contextlib.ExitStack() as stack:
+        container = stack.enter_context(_open(path))
+        source = _Frames(container, _video_stream(container, path), max_side)
+        has_audio, audio = bool(container.streams.audio), None
+        frames = (rgb for _, rgb in source) if out_fps is None else \
+            _pick(source, out_fps, source.fps, source.eps)
+        out_fps = out_fps or source.fps
+        n_audio = round(chunk_frames / out_fps * audio_rate)
+        chunk, i, c = None, 0, 0
+        for rgb in frames:
+            if chunk is None:
+                chunk = np.empty((chunk_frames, *rgb.shape), np.uint8)
+            chunk[i] = rgb
+            i += 1
+            if i < chunk_frames:
+                continue
+            clip = Clip(chunk, out_fps, None, audio_rate)
+            if has_audio:
+                if audio is None:  # opened once the first frame's time is known
+                    audio = stack.enter_context(_Audio(path, audio_rate, source.t0))
+                clip.audio = audio.take(round(c * chunk_frames / out_fps * audio_rate), n_audio)
+            chunk, i, c = None, 0, c + 1
+            yield clip
+        if not source.count:
+            raise _decode_error(path, source.error)
 
 
 def read_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from fractions import Fraction
 
@@ -9,7 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from tavr.data.video import Clip, VideoError, probe, read_audio, read_video, write_audio, write_video
+from tavr.data import video as video_mod
+from tavr.data.video import (Clip, VideoError, iter_video, probe, read_audio, read_video, write_audio,
+                             write_video)
 
 SR = 16000
 
@@ -285,3 +288,106 @@ def test_read_audio_downmixes_stereo_by_averaging(tmp_path):
 def test_video_error_is_picklable():
     e = pickle.loads(pickle.dumps(VideoError("/x/y.mp4", "no video stream")))
     assert (e.path, e.reason, str(e)) == ("/x/y.mp4", "no video stream", "/x/y.mp4: no video stream")
+
+
+@pytest.fixture(scope="module")
+def long_mp4(tmp_path_factory):
+    """A 3.2-s 30 fps 96x128 mp4 with chirp audio (96 frames)."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    frames = gradients(96, 96, 128)
+    write_video(path, frames, 30, audio=chirp(3.2))
+    return path, frames
+
+
+def test_iter_video_chunks_are_read_video(long_mp4):
+    path, _ = long_mp4
+    whole = read_video(path, fps=25)
+    assert whole.num_frames == 80
+    chunks = list(iter_video(path, 25, chunk_frames=25))
+    assert len(chunks) == 3  # 80 frames: the last 5 are dropped
+    for c in chunks:
+        assert isinstance(c, Clip) and c.fps == Fraction(25) and c.audio_rate == SR
+        assert c.frames.shape == (25, 96, 128, 3) and c.frames.dtype == np.uint8
+        assert c.audio.shape == (640 * 25,) and c.audio.dtype == np.float32
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), whole.frames[:75])
+    np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), whole.audio[:75 * 640], atol=1e-5)
+    # stream rate, and chunks whose audio length is not whole: starts are rounded, no drift
+    native = read_video(path)
+    got = list(iter_video(path, None, chunk_frames=32))
+    assert [c.fps for c in got] == [Fraction(30)] * 3
+    assert np.array_equal(np.concatenate([c.frames for c in got]), native.frames)
+    ntsc, rate = read_video(path, fps=29.97, audio_rate=8000), Fraction(8000 * 100, 2997)
+    got = list(iter_video(path, 29.97, audio_rate=8000, chunk_frames=7))
+    assert len(got) == ntsc.num_frames // 7 == 13
+    assert np.array_equal(np.concatenate([c.frames for c in got]), ntsc.frames[:91])
+    for k, c in enumerate(got):
+        start = round(k * 7 * rate)
+        assert c.audio.shape == (round(7 * rate),) == (1869,)
+        np.testing.assert_allclose(c.audio, ntsc.audio[start:start + 1869], atol=1e-5)
+
+
+def test_iter_video_is_lazy(long_mp4, monkeypatch):
+    path, _ = long_mp4
+    decoded = []
+    rgb = video_mod._Frames._rgb
+    monkeypatch.setattr(video_mod._Frames, "_rgb", lambda self, frame: decoded.append(1) or rgb(self, frame))
+    gen = iter_video(path, 25, chunk_frames=10)
+    assert inspect.isgenerator(gen) and not decoded  # nothing is opened before the first next()
+    first = next(gen)
+    assert first.num_frames == 10 and len(decoded) < 30  # of 96 source frames
+    gen.close()
+    assert len(decoded) < 30
+
+
+def test_max_side_downscales_while_decoding(long_mp4):
+    path, frames = long_mp4
+    small = frames.reshape(96, 48, 2, 64, 2, 3).mean(axis=(2, 4))
+    clip = read_video(path, max_side=48)
+    assert clip.frames.shape == (96, 48, 64, 3)
+    assert psnr(clip.frames, small) > 30
+    chunk = next(iter_video(path, 25, chunk_frames=20, max_side=48))
+    assert chunk.frames.shape == (20, 48, 64, 3)
+    assert np.array_equal(chunk.frames, read_video(path, fps=25, max_side=48).frames[:20])
+    assert read_video(path, max_side=96).frames.shape == (96, 96, 128, 3)  # not larger: unchanged
+    assert read_video(path, max_side=50).frames.shape == (96, 50, 67, 3)  # 128 * 50 / 96 = 66.7
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_side must be a positive int"):
+            read_video(path, max_side=bad)
+        with pytest.raises(ValueError, match="max_side must be a positive int"):
+            iter_video(path, 25, max_side=bad)
+    with pytest.raises(ValueError, match="chunk_frames must be a positive int"):
+        iter_video(path, 25, chunk_frames=0)
+
+
+def test_iter_video_without_audio_and_short_file(tmp_path):
+    path = tmp_path / "silent.mp4"
+    write_video(path, gradients(30), 25)
+    chunks = list(iter_video(path, 25, chunk_frames=10))
+    assert len(chunks) == 3 and all(c.audio is None for c in chunks)
+    assert list(iter_video(path, 25, chunk_frames=31)) == []  # no complete chunk: nothing
+
+
+def test_iter_video_errors(tmp_path):
+    garbage = tmp_path / "x.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(50_000))
+    with pytest.raises(VideoError) as e:
+        next(iter_video(garbage, 25))
+    assert e.value.reason.startswith("cannot decode") and e.value.path == str(garbage)
+    wav = tmp_path / "a.wav"
+    write_audio(wav, chirp(0.5))
+    with pytest.raises(VideoError) as e:
+        next(iter_video(wav, 25))
+    assert e.value.reason == "no video stream"
+    with pytest.raises(VideoError, match="file not found"):
+        next(iter_video(tmp_path / "nope.mp4", 25))
+    with pytest.raises(ValueError, match="fps must be positive"):
+        iter_video(wav, 0)
+
+
+def test_read_video_resampling_is_repeatable(long_mp4):
+    # read_video used to read the stream's time base after closing the file (garbage
+    # memory), so now and then every resampled frame came out as the last one.
+    path, _ = long_mp4
+    ref = read_video(path).frames
+    for _ in range(12):
+        assert np.array_equal(read_video(path, fps=30).frames, ref)

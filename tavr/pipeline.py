@@ -1,0 +1,292 @@
+"""TAVRPipeline: reference video + target background + driving audio -> talking video.
+
+One call in numbered stages with the denoising loop written out. Audio longer
+than one chunk is generated chunk by chunk; every chunk after the first is
+conditioned on the last `motion_frames` latent frames of the one before, and
+the video is cut to the audio's length.
+
+A saved pipeline is a folder:
+
+    model_index.json            encoder choice, generation defaults, format version
+    transformer/config.json     TAVRTransformer3DModel config
+    transformer/model.safetensors
+    vae/vae_config.json, vae/vae.safetensors
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tavr import flow
+from tavr.config import GenerateConfig, ModelConfig, build_config
+from tavr.models.encoders import build_audio_encoder, build_text_encoder
+from tavr.models.transformer import TAVRTransformer3DModel
+from tavr.models.vae import PRESETS as VAE_PRESETS
+from tavr.models.vae import TAVRVAE
+
+FORMAT = "tavr-pipeline/1"
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+@dataclass
+class GenerationOutput:
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    fps: int
+    audio: np.ndarray  # (N,) float32 driving audio, cut or padded to the video's length
+    audio_rate: int
+    seconds: float  # wall time of the call
+    path: Path | None = None
+
+
+def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float (1, 3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+
+
+def to_frames(video: torch.Tensor) -> np.ndarray:
+    """float (1, 3, F, H, W) in [-1, 1] -> uint8 (F, H, W, 3)."""
+    return ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+
+
+def mask_to_latent(mask: np.ndarray, spatial: int = 8) -> torch.Tensor:
+    """Person mask (F, H, W) bool (F = 4k + 1) -> (1, 1, F', H/8, W/8) float, max over each latent cell."""
+    m = torch.from_numpy(np.ascontiguousarray(mask)).float()[:, None]  # (F, 1, H, W)
+    m = F.max_pool2d(m, spatial)  # (F, 1, h, w)
+    groups = [m[:1]] + [m[i : i + 4] for i in range(1, m.shape[0], 4)]
+    return torch.stack([g.amax(dim=0) for g in groups], dim=1)[None]  # (1, 1, F', h, w)
+
+
+def reference_length(frames: int, cap: int) -> int:
+    """Frames of the reference used: the largest 4k + 1 <= min(frames, cap)."""
+    n = min(frames, cap)
+    return n - (n - 1) % 4 if n >= 1 else 0
+
+
+class TAVRPipeline:
+    def __init__(self, transformer: TAVRTransformer3DModel, vae: TAVRVAE, config: GenerateConfig):
+        self.transformer, self.vae, self.config = transformer.eval(), vae.eval(), config
+        self.text_encoder = build_text_encoder(config.text_encoder, config.text_encoder_path or None)
+        self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_path or None, context=config.audio_context)
+        if self.audio_encoder.dim != transformer.config.audio_dim or self.text_encoder.dim != transformer.config.text_dim:
+            raise ValueError(
+                f"encoders give text {self.text_encoder.dim} / audio {self.audio_encoder.dim} features; "
+                f"the transformer expects {transformer.config.text_dim} / {transformer.config.audio_dim}"
+            )
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, generate: GenerateConfig, seed: int = 0) -> TAVRPipeline:
+        """A new, untrained pipeline (random weights, seeded)."""
+        torch.manual_seed(seed)
+        return cls(TAVRTransformer3DModel(model), TAVRVAE.from_config(VAE_PRESETS[generate.vae]), generate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def to(self, device) -> TAVRPipeline:
+        for m in (self.transformer, self.vae, self.text_encoder, self.audio_encoder):
+            m.to(device)
+        return self
+
+    # ----- saving and loading -----
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(directory / "transformer")
+        self.vae.save(directory / "vae")
+        index = {"format": FORMAT, "generate": dataclasses.asdict(self.config)}
+        (directory / "model_index.json").write_text(json.dumps(index, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> TAVRPipeline:
+        """Load a saved pipeline; `overrides` replace generation defaults (e.g. steps=10)."""
+        directory = Path(directory)
+        index_path = directory / "model_index.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a TAVR pipeline folder (no model_index.json)")
+        index = json.loads(index_path.read_text())
+        if index.get("format") != FORMAT:
+            raise ValueError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r}")
+        generate = build_config({"generate": {**index["generate"], **overrides}}).generate
+        transformer = TAVRTransformer3DModel.from_pretrained(directory / "transformer")
+        return cls(transformer, TAVRVAE.load(directory / "vae"), generate)
+
+    # ----- conditioning -----
+
+    @torch.no_grad()
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (F, H, W, 3), F = 4k + 1 -> normalised latent (1, C, F', H/8, W/8)."""
+        return self.vae.encode(to_video_tensor(frames).to(self.device))
+
+    def _check_size(self, name: str, frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 frames (F, H, W, 3); got {frames.dtype} {frames.shape}")
+        size = self.config.size
+        if frames.shape[1:3] != (size, size):
+            raise ValueError(f"{name} frames are {frames.shape[2]}x{frames.shape[1]}; this model works at {size}x{size}")
+
+    def background_mask(self, background: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Where the person goes (F, H, W) bool: the person found in the background, else the reference's place."""
+        from tavr.data.ingest import box_mask, track_faces
+
+        size = self.config.size
+        boxes, found = track_faces(background, 2 * size)
+        if found.any():
+            return box_mask(boxes, size, size)
+        boxes, found = track_faces(reference[:: max(1, len(reference) // 8)], 2 * size)
+        box = np.median(boxes[found], axis=0, keepdims=True)
+        return np.repeat(box_mask(box, size, size), len(background), axis=0)
+
+    def _load(self, reference_video, reference_audio, target_background, driving_audio):
+        from tavr.data.video import read_audio, read_video
+
+        cfg = self.config
+        if isinstance(reference_video, (str, Path)):
+            clip = read_video(reference_video, fps=cfg.fps, audio_rate=cfg.audio_rate)
+            reference_video = clip.frames
+            reference_audio = clip.audio if reference_audio is None else reference_audio
+        if isinstance(reference_audio, (str, Path)):
+            reference_audio = read_audio(reference_audio, cfg.audio_rate)
+        if isinstance(target_background, (str, Path)):
+            if Path(target_background).suffix.lower() in IMAGE_EXTS:
+                from PIL import Image
+
+                target_background = np.asarray(Image.open(target_background).convert("RGB"))
+            else:
+                target_background = read_video(target_background, fps=cfg.fps).frames
+        if isinstance(driving_audio, (str, Path)):
+            driving_audio = read_audio(driving_audio, cfg.audio_rate)
+        return np.asarray(reference_video), reference_audio, np.asarray(target_background), driving_audio
+
+    # ----- generation -----
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        reference_video: np.ndarray | str | Path,
+        target_background: np.ndarray | str | Path,
+        driving_audio: np.ndarray | str | Path,
+        reference_audio: np.ndarray | str | Path | None = None,
+        background_mask: np.ndarray | None = None,
+        prompt: str = "",
+        num_steps: int | None = None,
+        reference_guidance: float | None = None,
+        audio_guidance: float | None = None,
+        keep_ratio: float | None = None,
+        seed: int = 0,
+        out_path: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GenerationOutput:
+        """Generate a talking video.
+
+        Arrays or file paths. reference_video: uint8 (F, H, W, 3), or a video whose audio becomes
+        the reference audio unless `reference_audio` is given; target_background: uint8 image (H, W, 3) or video
+        (F, H, W, 3), looped when shorter than the output; driving_audio / reference_audio:
+        float32 (N,) at `audio_rate`; background_mask: bool (H, W) or (F, H, W), True where the
+        person goes (computed when None). Returns frames (F, H, W, 3) with F = the audio's
+        length in frames; writes an mp4 with the driving audio when `out_path` is given.
+        """
+        start = time.perf_counter()
+        cfg = self.config
+        steps = num_steps or cfg.steps
+        ref_scale = cfg.reference_guidance if reference_guidance is None else reference_guidance
+        audio_scale = cfg.audio_guidance if audio_guidance is None else audio_guidance
+
+        # 1. check inputs (paths are read here: video, image or audio files)
+        reference_video, reference_audio, target_background, driving_audio = self._load(
+            reference_video, reference_audio, target_background, driving_audio
+        )
+        self._check_size("reference video", reference_video)
+        n_ref = reference_length(len(reference_video), cfg.reference_frames)
+        if n_ref < cfg.min_reference_frames:
+            raise ValueError(f"reference video has {len(reference_video)} frames; at least {cfg.min_reference_frames} are needed")
+        background = np.asarray(target_background)
+        background = background[None] if background.ndim == 3 else background
+        self._check_size("target background", background)
+        driving_audio = np.asarray(driving_audio, dtype=np.float32).reshape(-1)
+        total = int(round(len(driving_audio) / cfg.audio_rate * cfg.fps))
+        if total < 1:
+            raise ValueError(f"driving audio is empty ({len(driving_audio)} samples); at least one frame's worth is needed")
+        chunk = cfg.chunk_frames
+        if (chunk - 1) % 4:
+            raise ValueError(f"chunk_frames must be 4k + 1; got {chunk}")
+
+        # 2. prompt
+        text, _ = self.text_encoder([prompt])
+        text = text.to(self.device)
+
+        # 3. reference: latent and its own audio
+        ref_frames = reference_video[:n_ref]
+        ref_latent = self.encode_video(ref_frames)
+        ref_audio = None
+        if reference_audio is not None and len(reference_audio):
+            seg = torch.from_numpy(np.asarray(reference_audio, dtype=np.float32).reshape(1, -1))
+            ref_audio = self.audio_encoder(seg, n_ref, cfg.fps).to(self.device)
+
+        # 4. background: loop it over the output, mask out the person
+        index = np.arange(total + chunk) % len(background)
+        bg = background[index]
+        if background_mask is None:
+            mask = self.background_mask(background, ref_frames)[index]
+        else:
+            mask = np.asarray(background_mask, dtype=bool)
+            mask = np.broadcast_to(mask[None] if mask.ndim == 2 else mask[index % len(mask)], bg.shape[:3])
+        masked_bg = np.where(mask[..., None], 0, bg).astype(np.uint8)
+
+        # 5. denoise chunk by chunk, each conditioned on the motion latents of the previous one
+        scheduler = flow.make_scheduler(cfg.sampler, cfg.shift)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        n_chunks = math.ceil(total / chunk)
+        frames, motion = [], None
+        per_chunk_samples = int(round(chunk / cfg.fps * cfg.audio_rate))
+        for k in range(n_chunks):
+            lo = k * chunk
+            audio = driving_audio[k * per_chunk_samples : (k + 1) * per_chunk_samples]
+            audio = torch.from_numpy(np.pad(audio, (0, per_chunk_samples - len(audio))))[None]
+            audio_windows = self.audio_encoder(audio, chunk, cfg.fps).to(self.device)
+            bg_latent = self.encode_video(masked_bg[lo : lo + chunk])
+            mask_latent = mask_to_latent(mask[lo : lo + chunk]).to(self.device)
+            noise = torch.randn(bg_latent.shape, generator=generator).to(self.device)
+
+            def velocity(x, t):
+                def run(use_reference: bool, use_audio: bool) -> torch.Tensor:
+                    return self.transformer(
+                        x, t, text, background=bg_latent, background_mask=mask_latent,
+                        reference=ref_latent if use_reference else None, motion=motion,
+                        audio=audio_windows if use_audio else None,
+                        reference_audio=ref_audio if use_audio and use_reference else None,
+                        keep_ratio=keep_ratio or cfg.keep_ratio,
+                    )  # fmt: skip
+
+                return flow.guided_velocity(run, ref_scale, audio_scale)
+
+            def step_done(i: int, n: int) -> None:
+                if progress:
+                    progress(k * steps + i, n_chunks * steps)
+
+            latent = flow.sample(velocity, noise, steps, scheduler, callback=step_done)
+            motion = latent[:, :, -cfg.motion_frames :] if cfg.motion_frames > 0 else None
+            frames.append(to_frames(self.vae.decode(latent)))
+
+        # 6. cut to the audio's length and write
+        video = np.concatenate(frames)[:total]
+        samples = int(round(total / cfg.fps * cfg.audio_rate))
+        audio_out = np.pad(driving_audio[:samples], (0, max(0, samples - len(driving_audio))))
+        path = None
+        if out_path is not None:
+            from tavr.data.video import write_video
+
+            path = Path(out_path)
+            write_video(path, video, cfg.fps, audio_out, cfg.audio_rate)
+        return GenerationOutput(video, cfg.fps, audio_out, cfg.audio_rate, time.perf_counter() - start, path)
