@@ -1,0 +1,125 @@
+"""TAVRPipeline end to end on a tiny random model: lengths, chunking, files, errors, save/load."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tavr.cli import app
+from tavr.config import GenerateConfig, ModelConfig, SynthConfig
+from tavr.data import synth
+from tavr.data.video import read_video, write_audio, write_video
+from tavr.pipeline import TAVRPipeline, mask_to_latent, reference_length
+
+GEN = GenerateConfig(size=64, chunk_frames=9, reference_frames=9, steps=2, sampler="euler")
+MODEL = ModelConfig(num_layers=2)
+SYN = SynthConfig(size=64)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return TAVRPipeline.from_config(MODEL, GEN, seed=0)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    specs = synth.plan(SynthConfig())
+    return synth.render_clip(SYN, specs[0]), synth.render_clip(SYN, specs[9])
+
+
+def _run(pipe, clips, seconds, **kw):
+    ref, tgt = clips
+    audio = np.resize(tgt.audio, int(seconds * 16000))
+    mask = tgt.masks[:1]
+    return pipe(ref.frames, tgt.frames, audio, reference_audio=ref.audio, background_mask=mask[0], **kw)
+
+
+@pytest.mark.parametrize("seconds", [0.2, 0.36, 1.0])
+def test_output_length_equals_the_audio(pipe, clips, seconds):
+    out = _run(pipe, clips, seconds)
+    assert out.frames.shape == (round(seconds * 25), 64, 64, 3)
+    assert len(out.audio) == round(seconds * 25) * 640
+
+
+def test_later_chunks_depend_on_the_motion_latents(clips):
+    with_motion = TAVRPipeline.from_config(MODEL, GEN, seed=0)
+    with_motion.transformer.motion_embedding.data.normal_()  # trained models use it; make it matter
+    no_motion = TAVRPipeline.from_config(MODEL, dataclasses.replace(GEN, motion_frames=0), seed=0)
+    no_motion.transformer.load_state_dict(with_motion.transformer.state_dict())
+    a, b = _run(with_motion, clips, 0.72), _run(no_motion, clips, 0.72)  # two chunks of 9 frames
+    assert np.array_equal(a.frames[:9], b.frames[:9])  # the first chunk has no motion input
+    assert not np.array_equal(a.frames[9:], b.frames[9:])
+
+
+def test_seed_and_keep_ratio_matter(pipe, clips):
+    base = _run(pipe, clips, 0.36, seed=1)
+    assert np.array_equal(base.frames, _run(pipe, clips, 0.36, seed=1).frames)
+    assert not np.array_equal(base.frames, _run(pipe, clips, 0.36, seed=2).frames)
+    pipe.transformer.token_selector.score.weight.data.normal_()
+    try:
+        assert not np.array_equal(base.frames, _run(pipe, clips, 0.36, seed=1, keep_ratio=0.25).frames)
+    finally:
+        pipe.transformer.token_selector.score.weight.data.zero_()
+
+
+def test_guidance_runs_the_extra_passes(pipe, clips):
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append((kw["reference"] is None, kw["audio"] is None)), with_kwargs=True)
+    try:
+        _run(pipe, clips, 0.2, reference_guidance=2.0, audio_guidance=3.0)
+    finally:
+        hook.remove()
+    assert set(calls) == {(False, False), (False, True), (True, True)} and len(calls) == 3 * GEN.steps
+
+
+def test_bad_inputs_raise_clear_errors(pipe, clips):
+    ref, tgt = clips
+    with pytest.raises(ValueError, match="this model works at 64x64"):
+        pipe(np.zeros((9, 128, 128, 3), np.uint8), tgt.frames, tgt.audio)
+    with pytest.raises(ValueError, match="target background frames are 32x32"):
+        pipe(ref.frames, np.zeros((32, 32, 3), np.uint8), tgt.audio)
+    with pytest.raises(ValueError, match="reference video has 3 frames; at least 5"):
+        pipe(ref.frames[:3], tgt.frames, tgt.audio)
+    with pytest.raises(ValueError, match="driving audio is empty"):
+        pipe(ref.frames, tgt.frames, np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="uint8 frames"):
+        pipe(ref.frames.astype(np.float32), tgt.frames, tgt.audio)
+
+
+def test_save_load_round_trip_is_bit_exact(pipe, clips, tmp_path):
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = TAVRPipeline.from_pretrained(tmp_path / "model")
+    for (k, v), w in zip(pipe.transformer.state_dict().items(), loaded.transformer.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert loaded.config == pipe.config
+    assert np.array_equal(_run(pipe, clips, 0.36).frames, _run(loaded, clips, 0.36).frames)
+    with pytest.raises(FileNotFoundError, match="not a TAVR pipeline"):
+        TAVRPipeline.from_pretrained(tmp_path)
+
+
+def test_helpers():
+    assert [reference_length(n, 49) for n in (1, 4, 5, 50, 100)] == [1, 1, 5, 49, 49]
+    mask = np.zeros((9, 16, 16), bool)
+    mask[6, 0, 0] = True  # frame 6 belongs to latent frame 2 (frames 5-8)
+    lat = mask_to_latent(mask)
+    assert lat.shape == (1, 1, 3, 2, 2) and lat.sum() == 1 and lat[0, 0, 2, 0, 0] == 1
+
+
+def test_generate_command_writes_a_playable_mp4(pipe, clips, tmp_path):
+    ref, tgt = clips
+    pipe.save_pretrained(tmp_path / "model")
+    write_video(tmp_path / "ref.mp4", ref.frames, 25, ref.audio, 16000)
+    write_video(tmp_path / "bg.mp4", tgt.frames, 25)
+    write_audio(tmp_path / "a.wav", np.resize(tgt.audio, 8000), 16000)
+    res = CliRunner().invoke(app, ["generate", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "ref.mp4"),
+                                   "--background", str(tmp_path / "bg.mp4"), "--audio", str(tmp_path / "a.wav"),
+                                   "--out", str(tmp_path / "out.mp4"), "--steps", "1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = read_video(tmp_path / "out.mp4")
+    assert out.num_frames == 12 and out.fps == 25 and len(out.audio) == 12 * 640
+    res = CliRunner().invoke(app, ["generate", "--model", str(tmp_path), "--reference", str(tmp_path / "ref.mp4"),
+                                   "--background", str(tmp_path / "bg.mp4"), "--audio", str(tmp_path / "a.wav"),
+                                   "--out", str(tmp_path / "x.mp4")])  # fmt: skip
+    assert res.exit_code == 2 and "not a TAVR pipeline" in " ".join(res.output.split())
