@@ -56,6 +56,7 @@ class IngestConfig:
     crop_margin: float = 1.9  # crop side = median face-box side x margin
     crop_shift: float = 0.12  # move the crop centre up by this share of its side (forehead, hair)
     detect_side: int = 256  # frames are resized so their shorter side is this before face detection
+    decode_side: int = 720  # frames with a longer shorter side are downscaled to it on decode
     min_face_rate: float = 0.8  # clips with the face in fewer frames are quarantined
     bench_fraction: float = 0.0  # real data without a split: share of identities held out by hash
     bench_pairs: int = 158  # cross-scene pairs written to `pairs_out`

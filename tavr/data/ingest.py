@@ -41,7 +41,7 @@ from PIL import Image
 from tavr.config import IngestConfig
 from tavr.data import faces
 from tavr.data.synth import load_masks, save_masks
-from tavr.data.video import VideoError, read_video, write_audio, write_video
+from tavr.data.video import VideoError, iter_video, read_video, write_audio, write_video
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 COLUMNS = [
@@ -184,77 +184,86 @@ def _split(source: Source, cfg: IngestConfig) -> str:
     return "train"
 
 
+def _clip_row(clip_id, source, split, k, n, frames, audio, masks, out_boxes, found, cfg) -> dict:
+    return {
+        "clip_id": clip_id,
+        "path": f"{clip_id}.mp4",
+        "audio_path": f"{clip_id}.wav",
+        "mask_path": f"{clip_id}.mask.npz",
+        "source": str(source.path),
+        "identity": source.identity,
+        "scene": source.scene,
+        "split": split,
+        "start_s": k * n / cfg.fps,
+        "fps": float(cfg.fps),
+        "frames": n,
+        "width": cfg.size,
+        "height": cfg.size,
+        "duration_s": n / cfg.fps,
+        "has_audio": True,
+        "audio_rate": cfg.audio_rate,
+        **clip_stats(frames, out_boxes, found, audio, cfg),
+    }
+
+
 def ingest_file(source: Source, cfg: IngestConfig, out: Path) -> tuple[list[dict], list[dict]]:
-    """One source video -> (manifest rows, quarantine entries)."""
+    """One source video -> (manifest rows, quarantine entries).
+
+    The video is decoded one clip at a time (frames downscaled to at most
+    `decode_side` on their shorter side), so long recordings never sit in memory whole.
+    """
     where = str(source.path)
-    try:
-        clip = read_video(source.path, fps=cfg.fps, audio_rate=cfg.audio_rate)
-    except VideoError as e:
-        return [], [{"path": where, "reason": e.reason}]
     n = int(round(cfg.clip_seconds * cfg.fps))
-    if clip.audio is None:
-        return [], [{"path": where, "reason": "no audio stream"}]
-    if float(np.abs(clip.audio).max(initial=0.0)) < 1e-4:
-        return [], [{"path": where, "reason": "audio is silent"}]
-    if clip.num_frames < n:
-        return [], [{"path": where, "reason": f"too few frames: {clip.num_frames} < {n} needed for one clip"}]
-    _, h, w, _ = clip.frames.shape
-    boxes, found = track_faces(clip.frames, cfg.detect_side)
-    if not found.any():
-        return [], [{"path": where, "reason": "no face detected"}]
-    src_masks = None
     mask_file = source.path.with_name(source.path.stem + ".mask.npz")
-    if mask_file.is_file():
-        src_masks = load_masks(mask_file)
-    hop = int(round(cfg.audio_rate / cfg.fps * n))
-    count = clip.num_frames // n
-    if cfg.max_clips_per_video:
-        count = min(count, cfg.max_clips_per_video)
-    rows, bad = [], []
+    src_masks = load_masks(mask_file) if mask_file.is_file() else None
     split = _split(source, cfg)
-    for k in range(count):
-        sl = slice(k * n, (k + 1) * n)
-        clip_id = f"{source.identity}/{source.scene}/{source.path.stem}-{k:02d}"
-        rate = float(found[sl].mean())
-        if rate < cfg.min_face_rate:
-            bad.append({"path": where, "clip_id": clip_id, "reason": f"low face rate: found in {rate:.0%} of frames (< {cfg.min_face_rate:.0%})"})
-            continue
-        x0, y0, side = crop_box(boxes[sl], found[sl], h, w, cfg)
-        frames = _resize_stack(clip.frames[sl], (x0, y0, side), cfg.size, Image.BICUBIC)
-        audio = clip.audio[k * hop : (k + 1) * hop]
-        audio = np.pad(audio, (0, hop - len(audio)))
-        scale = cfg.size / side
-        out_boxes = (boxes[sl] - np.array([x0, y0, x0, y0], dtype=np.float32)) * scale
-        if src_masks is not None and src_masks.shape[1:] == (h, w) and len(src_masks) >= (k + 1) * n:
-            masks = _resize_stack(src_masks[sl].astype(np.uint8) * 255, (x0, y0, side), cfg.size, Image.BILINEAR) > 127
-        else:
-            masks = box_mask(out_boxes, cfg.size, cfg.size)
-        base = out / clip_id
-        base.parent.mkdir(parents=True, exist_ok=True)
-        write_video(base.with_suffix(".mp4"), frames, cfg.fps, audio, cfg.audio_rate)
-        write_audio(base.with_suffix(".wav"), audio, cfg.audio_rate)
-        save_masks(base.with_suffix(".mask.npz"), masks)
-        rows.append(
-            {
-                "clip_id": clip_id,
-                "path": f"{clip_id}.mp4",
-                "audio_path": f"{clip_id}.wav",
-                "mask_path": f"{clip_id}.mask.npz",
-                "source": where,
-                "identity": source.identity,
-                "scene": source.scene,
-                "split": split,
-                "start_s": k * n / cfg.fps,
-                "fps": float(cfg.fps),
-                "frames": n,
-                "width": cfg.size,
-                "height": cfg.size,
-                "duration_s": n / cfg.fps,
-                "has_audio": True,
-                "audio_rate": cfg.audio_rate,
-                **clip_stats(frames, out_boxes, found[sl], audio, cfg),
-            }
-        )
+    rows, bad, any_face, k = [], [], False, -1
+    try:
+        for k, clip in enumerate(iter_video(source.path, cfg.fps, cfg.audio_rate, n, max_side=cfg.decode_side)):
+            if cfg.max_clips_per_video and k >= cfg.max_clips_per_video:
+                break
+            if clip.audio is None:
+                return [], [{"path": where, "reason": "no audio stream"}]
+            clip_id = f"{source.identity}/{source.scene}/{source.path.stem}-{k:02d}"
+            if float(np.abs(clip.audio).max(initial=0.0)) < 1e-4:
+                bad.append({"path": where, "clip_id": clip_id, "reason": "audio is silent"})
+                continue
+            _, h, w, _ = clip.frames.shape
+            boxes, found = track_faces(clip.frames, cfg.detect_side)
+            any_face |= bool(found.any())
+            rate = float(found.mean())
+            if rate < cfg.min_face_rate:
+                bad.append({"path": where, "clip_id": clip_id, "reason": f"low face rate: found in {rate:.0%} of frames (< {cfg.min_face_rate:.0%})"})
+                continue
+            x0, y0, side = crop_box(boxes, found, h, w, cfg)
+            frames = _resize_stack(clip.frames, (x0, y0, side), cfg.size, Image.BICUBIC)
+            out_boxes = (boxes - np.array([x0, y0, x0, y0], dtype=np.float32)) * (cfg.size / side)
+            masks = None
+            if src_masks is not None and len(src_masks) >= (k + 1) * n:
+                m = src_masks[k * n : (k + 1) * n]
+                if m.shape[1:] != (h, w):  # the frames were downscaled on decode
+                    m = np.stack([np.asarray(Image.fromarray(f.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)) > 127 for f in m])
+                masks = _resize_stack(m.astype(np.uint8) * 255, (x0, y0, side), cfg.size, Image.BILINEAR) > 127
+            if masks is None:
+                masks = box_mask(out_boxes, cfg.size, cfg.size)
+            base = out / clip_id
+            base.parent.mkdir(parents=True, exist_ok=True)
+            write_video(base.with_suffix(".mp4"), frames, cfg.fps, clip.audio, cfg.audio_rate)
+            write_audio(base.with_suffix(".wav"), clip.audio, cfg.audio_rate)
+            save_masks(base.with_suffix(".mask.npz"), masks)
+            rows.append(_clip_row(clip_id, source, split, k, n, frames, clip.audio, masks, out_boxes, found, cfg))
+    except VideoError as e:
+        return rows, bad + [{"path": where, "reason": e.reason}]
+    if k < 0:  # not one whole clip: say how many frames there were
+        try:
+            short = read_video(source.path, fps=cfg.fps, audio_rate=cfg.audio_rate, max_side=64)
+        except VideoError as e:
+            return [], [{"path": where, "reason": e.reason}]
+        if short.audio is None:
+            return [], [{"path": where, "reason": "no audio stream"}]
+        return [], [{"path": where, "reason": f"too few frames: {short.num_frames} < {n} needed for one clip"}]
+    if not any_face and not rows and all(b["reason"].startswith("low face rate") for b in bad):
+        return [], [{"path": where, "reason": "no face detected"}]
     return rows, bad
 
 
