@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -37,11 +38,30 @@ from tavr.models.token_selection import TokenSelector
 TAVR_ONLY = ("background_embedding", "reference_embedding", "motion_embedding", "token_selector", "audio_embedder", "norm_audio", "attn_audio")
 
 
-def _split(x: torch.Tensor, n: int, target: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """Per-token value: `target` (B, 1, D) for the first n tokens of x (B, L, D), `cond` for the rest."""
-    if x.shape[1] == n:
-        return target
-    return torch.cat([target.expand(-1, n, -1), cond.expand(-1, x.shape[1] - n, -1)], dim=1)
+def _modulate(h: torch.Tensor, n: int, scale, shift, scale0, shift0) -> torch.Tensor:
+    """adaLN on h (B, L, D): the first n (target) tokens by (scale, shift), the rest by the t = 0 pair."""
+    if h.shape[1] == n:
+        return h * (1 + scale) + shift
+    return torch.cat([h[:, :n] * (1 + scale) + shift, h[:, n:] * (1 + scale0) + shift0], dim=1)
+
+
+def _gate(y: torch.Tensor, n: int, gate, gate0) -> torch.Tensor:
+    """Gate a branch output y (B, L, D): target tokens by `gate`, condition tokens by `gate0`."""
+    if y.shape[1] == n:
+        return y * gate
+    return torch.cat([y[:, :n] * gate, y[:, n:] * gate0], dim=1)
+
+
+def _patch_linear(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """A stride = kernel Conv3d as one matmul over patches: (B, C, F, H, W) -> (B, L, D).
+
+    Same result as conv(x).flatten(2).transpose(1, 2) (up to summation order); CPU
+    convolution kernels are slow for this shape.
+    """
+    b, c, f, h, w = x.shape
+    pt, ph, pw = conv.kernel_size
+    patches = x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+    return F.linear(patches.reshape(b, -1, c * pt * ph * pw), conv.weight.flatten(1), conv.bias)  # (B, L, D)
 
 
 class TAVRBlock(nn.Module):
@@ -67,27 +87,27 @@ class TAVRBlock(nn.Module):
         shift0, scale0, gate0, c_shift0, c_scale0, c_gate0 = (self.scale_shift_table + mod0.float()).chunk(6, dim=1)
 
         # 1. reference self-attention: target, motion and reference tokens attend jointly
-        h = self.norm1(x.float()) * (1 + _split(x, n, scale, scale0)) + _split(x, n, shift, shift0)
-        x = (x.float() + self.attn1(h.type_as(x), rope=rope) * _split(x, n, gate, gate0)).type_as(x)
+        h = _modulate(self.norm1(x.float()), n, scale, shift, scale0, shift0)
+        x = (x.float() + _gate(self.attn1(h.type_as(x), rope=rope), n, gate, gate0)).type_as(x)
 
         # 2. text cross-attention
         x = x + self.attn2(self.norm2(x.float()).type_as(x), text)
 
         # 3. audio cross-attention: each token hears the audio of its own frame window
         if audio is not None:
-            h = self.norm_audio(x.float()).type_as(x)
-            bf, w, d = audio.shape
-            target = self.attn_audio(h[:, :n].reshape(bf, -1, d), audio).reshape(x.shape[0], n, d)  # (B, n, D)
-            parts = [target, torch.zeros_like(x[:, n : n + n_motion])]
+            bf, _, d = audio.shape
+            h = self.norm_audio(x[:, :n].float()).type_as(x).reshape(bf, -1, d)  # (B*F, hw, D)
+            target = x[:, :n] + self.attn_audio(h, audio).reshape(x.shape[0], n, d)
+            rest = x[:, n:]
             if ref_audio is not None:
-                parts.append(self.attn_audio(h[:, n + n_motion :], ref_audio, mask=ref_mask))
-            else:
-                parts.append(torch.zeros_like(x[:, n + n_motion :]))
-            x = x + torch.cat(parts, dim=1)
+                ref = x[:, n + n_motion :]
+                ref = ref + self.attn_audio(self.norm_audio(ref.float()).type_as(x), ref_audio, mask=ref_mask)
+                rest = torch.cat([x[:, n : n + n_motion], ref], dim=1)
+            x = torch.cat([target, rest], dim=1)
 
         # 4. feed-forward
-        h = self.norm3(x.float()) * (1 + _split(x, n, c_scale, c_scale0)) + _split(x, n, c_shift, c_shift0)
-        x = (x.float() + self.ffn(h.type_as(x)).float() * _split(x, n, c_gate, c_gate0)).type_as(x)
+        h = _modulate(self.norm3(x.float()), n, c_scale, c_shift, c_scale0, c_shift0)
+        x = (x.float() + _gate(self.ffn(h.type_as(x)).float(), n, c_gate, c_gate0)).type_as(x)
         return x
 
 
@@ -156,7 +176,7 @@ class TAVRTransformer3DModel(nn.Module):
             if background_mask is None:
                 background_mask = torch.zeros_like(background[:, : c.mask_channels])
             cond = torch.cat([background, background_mask.to(background.dtype)], dim=1)
-            x = x + self.background_embedding(cond).flatten(2).transpose(1, 2)
+            x = x + _patch_linear(cond, self.background_embedding)
         n = x.shape[1]
         tokens, positions = [x], [grid_positions(gf, gh, gw, device=dev).expand(b, -1, -1)]
 

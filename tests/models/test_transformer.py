@@ -186,3 +186,11 @@ def test_audio_window_mismatch_raises():
     inp["audio"] = inp["audio"][:, :2]
     with pytest.raises(ValueError, match="latent-frame windows"):
         model(**inp)
+
+
+def test_patch_linear_equals_the_convolution():
+    from tavr.models.transformer import _patch_linear
+
+    conv = torch.nn.Conv3d(17, 32, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+    x = torch.randn(2, 17, 3, 8, 8)
+    assert torch.allclose(_patch_linear(x, conv), conv(x).flatten(2).transpose(1, 2), atol=1e-5)
