@@ -156,6 +156,39 @@ def qa(
     raise typer.Exit(1)
 
 
+@app.command("init-model")
+def init_model(
+    out: Annotated[Path, typer.Option(help="pipeline folder to write")],
+    wan: Annotated[Optional[Path], typer.Option(help="local diffusers WanTransformer3DModel folder to start from")] = None,
+    wan_vae: Annotated[Optional[Path], typer.Option(help="local diffusers AutoencoderKLWan folder (Wan2.1 VAE)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the random initialisation")] = 0,
+    params: ParamsOpt = None,
+) -> None:
+    """Write an untrained pipeline folder (model config from params), or one converted from Wan2.1 weights."""
+    from tavr.models.transformer import TAVRTransformer3DModel
+    from tavr.models.vae import PRESETS, TAVRVAE
+    from tavr.pipeline import TAVRPipeline
+
+    cfg = _config(params)
+    try:
+        torch_seed(seed)
+        model = TAVRTransformer3DModel.from_wan(wan, audio_dim=cfg.model.audio_dim) if wan else TAVRTransformer3DModel(cfg.model)
+        vae = TAVRVAE.from_pretrained(wan_vae) if wan_vae else TAVRVAE.from_config(PRESETS[cfg.generate.vae])
+        pipe = TAVRPipeline(model, vae, cfg.generate)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    pipe.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    console.print(f"wrote {out}: transformer {n / 1e6:.2f} M parameters ({'from ' + str(wan) if wan else 'random'}), VAE {'from ' + str(wan_vae) if wan_vae else cfg.generate.vae}")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
 @app.command()
 def generate(
     model: Annotated[Path, typer.Option(help="pipeline folder (model_index.json, transformer/, vae/)")],

@@ -123,3 +123,14 @@ def test_generate_command_writes_a_playable_mp4(pipe, clips, tmp_path):
                                    "--background", str(tmp_path / "bg.mp4"), "--audio", str(tmp_path / "a.wav"),
                                    "--out", str(tmp_path / "x.mp4")])  # fmt: skip
     assert res.exit_code == 2 and "not a TAVR pipeline" in " ".join(res.output.split())
+
+
+def test_init_model_writes_a_loadable_pipeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("model:\n  num_layers: 1\ngenerate:\n  size: 64\n")
+    res = CliRunner().invoke(app, ["init-model", "--out", "m"])
+    assert res.exit_code == 0, res.output
+    pipe = TAVRPipeline.from_pretrained(tmp_path / "m")
+    assert pipe.transformer.config.num_layers == 1 and pipe.config.size == 64
+    res = CliRunner().invoke(app, ["init-model", "--out", "w", "--wan", "nowhere"])
+    assert res.exit_code == 2 and "no Wan transformer directory" in res.output
