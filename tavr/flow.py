@@ -89,19 +89,24 @@ def sample(
     steps: int,
     scheduler=None,
     callback: Callable[[int, int], None] | None = None,
+    constraint: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate from noise (sigma = 1) to data with a diffusers scheduler.
 
-    `velocity(x, timestep (B,))` returns the (guided) velocity; `callback(i, steps)` reports progress.
+    `velocity(x, timestep (B,))` returns the (guided) velocity; `callback(i, steps)` reports
+    progress; `constraint(x, sigma)` may overwrite known parts of x after each step, given the
+    noise level sigma that x is now at (0 after the last step), e.g. to pin frames by replacement.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
     scheduler = scheduler or make_scheduler()
     scheduler.set_timesteps(steps, device=noise.device)
-    x = noise
+    x = noise if constraint is None else constraint(noise, float(scheduler.sigmas[0]))
     for i, t in enumerate(scheduler.timesteps):
         v = velocity(x, t.expand(x.shape[0]).to(noise.dtype))
         x = scheduler.step(v, t, x, return_dict=False)[0]
+        if constraint is not None:
+            x = constraint(x, float(scheduler.sigmas[i + 1]))
         if callback:
             callback(i + 1, steps)
     return x

@@ -46,6 +46,7 @@ class GenerationOutput:
     audio_rate: int
     seconds: float  # wall time of the call
     path: Path | None = None
+    latents: list[torch.Tensor] | None = None  # per chunk (1, C, F', h, w)
 
 
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -244,15 +245,20 @@ class TAVRPipeline:
             mask = np.broadcast_to(mask[None] if mask.ndim == 2 else mask[index % len(mask)], bg.shape[:3])
         masked_bg = np.where(mask[..., None], 0, bg).astype(np.uint8)
 
-        # 5. denoise chunk by chunk, each conditioned on the motion latents of the previous one
+        # 5. denoise chunk by chunk. Chunks overlap by one frame: a later chunk's first frame is
+        #    the previous chunk's last, its latent pinned to that frame's encoding during sampling
+        #    (latent frame 0 of the causal VAE encodes frame 0 alone), and the last
+        #    `motion_frames` latent frames of the previous chunk enter as motion tokens.
         scheduler = flow.make_scheduler(cfg.sampler, cfg.shift)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        n_chunks = math.ceil(total / chunk)
-        frames, motion = [], None
+        stride = chunk - 1
+        n_chunks = 1 + max(0, math.ceil((total - chunk) / stride))
+        frames, latents, motion, seam = [], [], None, None
         per_chunk_samples = int(round(chunk / cfg.fps * cfg.audio_rate))
         for k in range(n_chunks):
-            lo = k * chunk
-            audio = driving_audio[k * per_chunk_samples : (k + 1) * per_chunk_samples]
+            lo = k * stride
+            a0 = int(round(lo / cfg.fps * cfg.audio_rate))
+            audio = driving_audio[a0 : a0 + per_chunk_samples]
             audio = torch.from_numpy(np.pad(audio, (0, per_chunk_samples - len(audio))))[None]
             audio_windows = self.audio_encoder(audio, chunk, cfg.fps).to(self.device)
             bg_latent = self.encode_video(masked_bg[lo : lo + chunk])
@@ -275,9 +281,21 @@ class TAVRPipeline:
                 if progress:
                     progress(k * steps + i, n_chunks * steps)
 
-            latent = flow.sample(velocity, noise, steps, scheduler, callback=step_done)
+            pin = None
+            if seam is not None:
+                known = seam
+
+                def pin(x: torch.Tensor, sigma: float) -> torch.Tensor:  # keep frame 0 on the seam frame's path
+                    x = x.clone()
+                    x[:, :, :1] = flow.interpolate(known, noise[:, :, :1], torch.tensor([sigma]))
+                    return x
+
+            latent = flow.sample(velocity, noise, steps, scheduler, callback=step_done, constraint=pin)
             motion = latent[:, :, -cfg.motion_frames :] if cfg.motion_frames > 0 else None
-            frames.append(to_frames(self.vae.decode(latent)))
+            decoded = to_frames(self.vae.decode(latent))
+            frames.append(decoded if k == 0 else decoded[1:])
+            latents.append(latent)
+            seam = self.encode_video(decoded[-1:])
 
         # 6. cut to the audio's length and write
         video = np.concatenate(frames)[:total]
@@ -289,4 +307,4 @@ class TAVRPipeline:
 
             path = Path(out_path)
             write_video(path, video, cfg.fps, audio_out, cfg.audio_rate)
-        return GenerationOutput(video, cfg.fps, audio_out, cfg.audio_rate, time.perf_counter() - start, path)
+        return GenerationOutput(video, cfg.fps, audio_out, cfg.audio_rate, time.perf_counter() - start, path, latents)

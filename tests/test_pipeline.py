@@ -134,3 +134,16 @@ def test_init_model_writes_a_loadable_pipeline(tmp_path, monkeypatch):
     assert pipe.transformer.config.num_layers == 1 and pipe.config.size == 64
     res = CliRunner().invoke(app, ["init-model", "--out", "w", "--wan", "nowhere"])
     assert res.exit_code == 2 and "no Wan transformer directory" in res.output
+
+
+def test_chunk_seams_are_continuous(pipe, clips):
+    """Each later chunk starts on the previous chunk's last frame: its first latent frame is that
+    frame's VAE encoding exactly, and the decoder continues from it."""
+    out = _run(pipe, clips, 1.0)  # 25 frames: chunks of 9, 8 and 8 new frames
+    assert len(out.latents) == 3
+    stride = GEN.chunk_frames - 1
+    for k in (1, 2):
+        seam_frame = out.frames[k * stride]  # the last frame of chunk k - 1, shared with chunk k
+        expected = pipe.encode_video(seam_frame[None])
+        assert torch.equal(out.latents[k][:, :, :1], expected)
+    assert out.frames.shape[0] == 25
