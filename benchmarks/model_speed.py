@@ -8,7 +8,8 @@ All numbers come from one run on one machine (fp32 on CPU; bf16 on a GPU):
 2. TAVR vs Wan at the same token count: Wan on a 26-latent-frame clip (1664 tokens at
    128 px) against TAVR on 13 target frames + a 13-frame reference kept whole (the same
    1664 tokens in self-attention) with audio, masked background and token selection on.
-   Training step (forward, backward, AdamW) and sampling step (forward, no grad).
+   Training step (forward, backward, AdamW) and sampling step (forward, no grad) at batch 1
+   and at the training batch (e.g. the three guidance passes batched, or several videos).
 3. Token selection: TAVR with a 2-s reference at keep 0.25 vs 1.0; self-attention FLOPs
    (4 L^2 D per block, counted analytically) and denoising-step time.
 4. Achieved FLOP/s of a TAVR training step (FlopCounterMode) over the matmul peak.
@@ -172,6 +173,10 @@ def main() -> None:
     res["wan_sample_s"], res["tavr_sample_s"] = timed_pair(
         sample_step(wan, wan_one), sample_step(tavr, tavr_one, keep_ratio=1.0), 3 * args.repeats, device
     )
+    res["wan_sample_batch_s"], res["tavr_sample_batch_s"] = timed_pair(
+        sample_step(wan, wan_kw), sample_step(tavr, tavr_kw, keep_ratio=1.0), args.repeats, device
+    )
+    res["sample_batch_ratio"] = res["tavr_sample_batch_s"] / res["wan_sample_batch_s"]
     res["tokens_same_count"] = 2 * f * tokens_per_frame
     res["train_ratio"] = res["tavr_train_s"] / res["wan_train_s"]
     res["sample_ratio"] = res["tavr_sample_s"] / res["wan_sample_s"]
