@@ -1,0 +1,1 @@
+"""Reinforcement-learning fine-tuning: rewards on generated talking-head videos."""
