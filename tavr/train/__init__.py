@@ -1,0 +1,1 @@
+"""Training: shared helpers (`common.py`) and one flat module per stage."""
