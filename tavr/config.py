@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,63 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """Knobs every training stage shares."""
+
+    seed: int = 0
+    steps: int = 200  # optimizer updates
+    batch_size: int = 4  # per process and micro-step
+    grad_accum: int = 1  # micro-batches per update
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 10  # linear warmup from lr / warmup_steps to lr
+    schedule: str = "cosine"  # cosine (down to min_lr_ratio * lr at `steps`) | constant
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.999  # 0 = no EMA
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    checkpoint_every: int = 50  # steps
+    keep_checkpoints: int = 2  # newest kept; 0 = all
+    log_every: int = 5  # steps
+    tracker: str = "wandb"  # wandb | none (dvclive is separate)
+    wandb_project: str = "tavr"
+    wandb_mode: str = "offline"  # offline | online; WANDB_MODE=disabled in the environment wins
+    dvclive: bool = True
+    fsdp: bool = False  # FSDP2 over TAVRBlock (large presets, GPUs); otherwise DDP when launched on several
+
+
+def _run(**kw) -> Callable[[], RunConfig]:
+    return lambda: RunConfig(**kw)
+
+
+@dataclass(frozen=True)
+class VAEStageConfig:
+    """Stage 0 (embedded default only): train the tiny Wan VAE on random crops of the clips."""
+
+    run: RunConfig = field(default_factory=_run(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, ema_decay=0.0, checkpoint_every=100, log_every=10))
+    preset: str = "tiny"  # a preset of tavr.models.vae
+    frames: int = 5  # frames per training crop (4k + 1)
+    crop: int = 64  # pixels per training crop side
+    kl_weight: float = 1e-6
+    stats_windows: int = 48  # windows used to estimate the per-channel latent mean and std
+    manifest: str = "data/clips/manifest.parquet"
+    out: str = "models/vae"
+    run_dir: str = "runs/vae"
+
+
+@dataclass(frozen=True)
+class LatentsConfig:
+    """Encode every clip once: the cache later stages train from."""
+
+    vae: str = "models/vae"
+    manifest: str = "data/clips/manifest.parquet"
+    out: str = "data/latents"
+    window_frames: int = 25  # frames per window (4k + 1); each clip gives floor(frames / window) windows
+    batch: int = 8  # windows per VAE call
+    prompt: str = ""  # the text condition of every clip (TAVR-Synth has no captions)
+
+
+@dataclass(frozen=True)
 class TAVRConfig:
     """The root: one section per stage, plus the preset that was applied."""
 
@@ -143,6 +201,8 @@ class TAVRConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
 
 
 # Named overrides applied under the file's own values. `tiny` is the embedded
@@ -220,11 +280,14 @@ def _build(cls: type, data: Any, path: str = "") -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in names:
             raise ConfigError(f"unknown key '{dotted}' (known here: {', '.join(sorted(names))})")
+        if isinstance(value, dict) and dataclasses.is_dataclass(defaults.get(key)):
+            value = _merge(dataclasses.asdict(defaults[key]), value)  # a partial section keeps its own defaults
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
 

@@ -67,6 +67,15 @@ def mask_to_latent(mask: np.ndarray, spatial: int = 8) -> torch.Tensor:
     return torch.stack([g.amax(dim=0) for g in groups], dim=1)[None]  # (1, 1, F', h, w)
 
 
+def masked_background(latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The target-background condition: latent (B, C, F', h, w) with every cell the person touches zeroed.
+
+    mask (B, 1, F', h, w) from `mask_to_latent`. Training builds it from cached target latents by
+    the same rule, so one VAE pass serves both the target and its background.
+    """
+    return latent * (1 - mask.to(latent.dtype))
+
+
 def reference_length(frames: int, cap: int) -> int:
     """Frames of the reference used: the largest 4k + 1 <= min(frames, cap)."""
     n = min(frames, cap)
@@ -235,7 +244,7 @@ class TAVRPipeline:
             seg = torch.from_numpy(np.asarray(reference_audio, dtype=np.float32).reshape(1, -1))
             ref_audio = self.audio_encoder(seg, n_ref, cfg.fps).to(self.device)
 
-        # 4. background: loop it over the output, mask out the person
+        # 4. background: loop it over the output; the person's cells are zeroed in latent space
         index = np.arange(total + chunk) % len(background)
         bg = background[index]
         if background_mask is None:
@@ -243,7 +252,6 @@ class TAVRPipeline:
         else:
             mask = np.asarray(background_mask, dtype=bool)
             mask = np.broadcast_to(mask[None] if mask.ndim == 2 else mask[index % len(mask)], bg.shape[:3])
-        masked_bg = np.where(mask[..., None], 0, bg).astype(np.uint8)
 
         # 5. denoise chunk by chunk. Chunks overlap by one frame: a later chunk's first frame is
         #    the previous chunk's last, its latent pinned to that frame's encoding during sampling
@@ -261,8 +269,8 @@ class TAVRPipeline:
             audio = driving_audio[a0 : a0 + per_chunk_samples]
             audio = torch.from_numpy(np.pad(audio, (0, per_chunk_samples - len(audio))))[None]
             audio_windows = self.audio_encoder(audio, chunk, cfg.fps).to(self.device)
-            bg_latent = self.encode_video(masked_bg[lo : lo + chunk])
             mask_latent = mask_to_latent(mask[lo : lo + chunk]).to(self.device)
+            bg_latent = masked_background(self.encode_video(bg[lo : lo + chunk]), mask_latent)
             noise = torch.randn(bg_latent.shape, generator=generator).to(self.device)
 
             def velocity(x, t):

@@ -59,3 +59,12 @@ def test_to_dict_round_trips():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_partial_nested_section_keeps_its_own_defaults():
+    cfg = build_config({"vae": {"run": {"tracker": "none"}}})
+    assert cfg.vae.run.tracker == "none"
+    assert cfg.vae.run.steps == TAVRConfig().vae.run.steps  # the stage's default, not RunConfig's
+    assert cfg.vae.run.lr == TAVRConfig().vae.run.lr != 1e-4
+    with pytest.raises(ConfigError, match=r"unknown key 'vae\.run\.stepz'"):
+        build_config({"vae": {"run": {"stepz": 3}}})

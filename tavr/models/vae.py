@@ -101,7 +101,7 @@ class TAVRVAE(nn.Module):
         """Per-channel (mean, std), each (C,), of unnormalised posterior means over videos (B, 3, F, H, W)."""
         total, total_sq, count = 0.0, 0.0, 0
         for video in videos:
-            z = self._posterior(video).mode().double()  # (B, C, F', H/8, W/8)
+            z = self.posterior(video).mode().double()  # (B, C, F', H/8, W/8)
             z = z.transpose(0, 1).flatten(1)  # (C, B * F' * H/8 * W/8)
             total, total_sq, count = total + z.sum(1), total_sq + (z * z).sum(1), count + z.shape[1]
         if count == 0:
@@ -112,7 +112,8 @@ class TAVRVAE(nn.Module):
 
     # ----- encode / decode -----
 
-    def _posterior(self, video: torch.Tensor):
+    def posterior(self, video: torch.Tensor):
+        """diffusers DiagonalGaussianDistribution of the unnormalised latent of video (B, 3, F, H, W)."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must be (B, 3, F, H, W); got {tuple(video.shape)}")
         latent_frames(video.shape[2])
@@ -124,7 +125,7 @@ class TAVRVAE(nn.Module):
         """video (B, 3, F, H, W) in [-1, 1] -> normalised latent (B, C, 1 + (F - 1) / 4, H/8, W/8).
 
         The posterior mean by default; a posterior sample when `sample`."""
-        posterior = self._posterior(video)
+        posterior = self.posterior(video)
         z = posterior.sample(generator=generator) if sample else posterior.mode()
         return (z - self.latents_mean.view(1, -1, 1, 1, 1)) / self.latents_std.view(1, -1, 1, 1, 1)
 

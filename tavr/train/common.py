@@ -32,31 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Knobs every training stage shares."""
-
-    seed: int = 0
-    steps: int = 200  # optimizer updates
-    batch_size: int = 4  # per process and micro-step
-    grad_accum: int = 1  # micro-batches per update
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 10  # linear warmup from lr / warmup_steps to lr
-    schedule: str = "cosine"  # cosine (down to min_lr_ratio * lr at `steps`) | constant
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0  # max global grad norm; 0 = off
-    ema_decay: float = 0.999  # 0 = no EMA
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    checkpoint_every: int = 50  # steps
-    keep_checkpoints: int = 2  # newest kept; 0 = all
-    log_every: int = 5  # steps
-    tracker: str = "wandb"  # wandb | none (dvclive is separate)
-    wandb_project: str = "tavr"
-    wandb_mode: str = "offline"  # offline | online; WANDB_MODE=disabled in the environment wins
-    dvclive: bool = True
-    fsdp: bool = False  # FSDP2 over TAVRBlock (large presets, GPUs); otherwise DDP when launched on several
+from tavr.config import RunConfig
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,148 @@
+"""Stage 0 (embedded default only): train the tiny Wan VAE on the ingested clips.
+
+    python -m tavr.train.stage0_vae [--params params.yaml] [--resume auto|never|PATH]
+
+Each step takes `batch_size` train clips (a resumable shuffled order), a random
+window of `frames` frames and a random `crop` x `crop` square from each, and
+minimises L1 reconstruction error plus a small KL term. At the end the
+per-channel latent mean and std are estimated on whole frames and stored with
+the weights, so later stages see normalised latents. Writes
+
+    out/vae_config.json, out/vae.safetensors     the VAE (TAVRVAE.load)
+    out/metrics.json                              reconstruction PSNR on bench clips, loss, seconds
+    run_dir/checkpoints/, run_dir/dvclive/        resumable state, metric curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tavr.config import VAEStageConfig, load_config, to_dict
+from tavr.data.video import read_video
+from tavr.models.vae import PRESETS, TAVRVAE
+from tavr.pipeline import to_video_tensor
+from tavr.train import common
+
+
+def load_clips(manifest: str | Path, split: str) -> list[Path]:
+    table = pd.read_parquet(manifest)
+    root = Path(manifest).parent
+    paths = [root / p for p in table.loc[table["split"] == split, "path"]]
+    if not paths:
+        raise ValueError(f"{manifest} has no {split} clips")
+    return paths
+
+
+def random_crops(paths: list[Path], index: list[int], frames: int, crop: int) -> torch.Tensor:
+    """One random window and square crop per clip -> (B, 3, frames, crop, crop) in [-1, 1].
+
+    Randomness comes from torch's global RNG, which checkpoints save and restore.
+    """
+    out = []
+    for i in index:
+        video = read_video(paths[i]).frames  # (F, H, W, 3)
+        f, h, w, _ = video.shape
+        t = int(torch.randint(0, f - frames + 1, (1,)))
+        y, x = int(torch.randint(0, h - crop + 1, (1,))), int(torch.randint(0, w - crop + 1, (1,)))
+        out.append(to_video_tensor(video[t : t + frames, y : y + crop, x : x + crop]))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def psnr(vae: TAVRVAE, paths: list[Path], frames: int) -> float:
+    """Mean reconstruction PSNR (dB) over the first `frames` frames of each clip."""
+    scores = []
+    for path in paths:
+        x = to_video_tensor(read_video(path).frames[:frames])
+        mse = ((vae.decode(vae.encode(x)) - x) ** 2).mean().item() / 4  # [-1, 1] -> [0, 1] scale
+        scores.append(10 * np.log10(1.0 / max(mse, 1e-10)))
+    return float(np.mean(scores))
+
+
+def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto") -> dict:
+    run = cfg.run
+    start = time.perf_counter()
+    # setup, run dir and config dump
+    accelerator = common.make_accelerator(run, cfg.run_dir)
+    common.seed_everything(run.seed)
+    run_dir = common.RunDir(cfg.run_dir, config_dict, accelerator)
+
+    # model, data, optimizer
+    vae = TAVRVAE.from_config(PRESETS[cfg.preset])
+    train_paths, bench_paths = load_clips(cfg.manifest, "train"), load_clips(cfg.manifest, "bench")
+    order = common.EpochShuffler(len(train_paths), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    scheduler = common.make_scheduler(optimizer, run)
+    vae, optimizer = accelerator.prepare(vae, optimizer)
+
+    step = 0
+    ckpt = common.resume_from(cfg.run_dir, resume)
+    if ckpt is not None:
+        step, data_state = common.load_checkpoint(ckpt, vae, optimizer, scheduler, accelerator=accelerator)
+        order.load_state_dict(data_state)
+    tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
+    bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
+    model = accelerator.unwrap_model(vae)
+
+    # loop
+    losses = []
+    vae.train()
+    while step < run.steps:
+        for _ in range(run.grad_accum):
+            with accelerator.accumulate(vae):
+                x = random_crops(train_paths, next(order), cfg.frames, cfg.crop)
+                posterior = model.posterior(x)
+                recon = model.vae.decode(posterior.sample()).sample
+                kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+                loss = (recon - x).abs().mean() + cfg.kl_weight * kl
+                accelerator.backward(loss)
+                common.clip_and_step(accelerator, vae, optimizer, scheduler, run.grad_clip)
+        step += 1
+        losses.append(loss.item())
+        bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)
+        if step % run.log_every == 0 or step == run.steps:
+            tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "kl": kl.item(), "lr": scheduler.get_last_lr()[0]})
+        if step % run.checkpoint_every == 0 or step == run.steps:
+            common.save_checkpoint(cfg.run_dir, step, vae, optimizer, scheduler, None, common.get_rng_state(),
+                                   order.state_dict(), run.keep_checkpoints, accelerator)  # fmt: skip
+    bar.close()
+
+    # latent statistics on whole frames, then save
+    vae.eval()
+    metrics = {}
+    if accelerator.is_main_process:
+        windows = [to_video_tensor(read_video(p).frames[: cfg.frames]) for p in train_paths[: cfg.stats_windows]]
+        model.set_latent_stats(*model.estimate_latent_stats(windows))
+        model.save(cfg.out)
+        metrics = {
+            "steps": step, "loss_first": float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None,
+            "loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None,
+            "psnr_bench": psnr(model, bench_paths[:8], cfg.frames), "seconds": time.perf_counter() - start,
+        }  # fmt: skip
+        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        tracker.log(step, {"psnr_bench": metrics["psnr_bench"]})
+    tracker.close()
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Stage 0: train the tiny VAE on the ingested clips.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.params if Path(args.params).is_file() else None)
+    metrics = train(cfg.vae, to_dict(cfg.vae), None if args.resume == "never" else args.resume)
+    if metrics:
+        print(json.dumps(metrics, indent=1))
+
+
+if __name__ == "__main__":
+    main()
