@@ -304,6 +304,19 @@ def latest_checkpoint(run_dir) -> Path | None:
     return done[-1] if done else None
 
 
+def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str | None:
+    """`resume` unless run_dir holds a run of a different config: then its checkpoints are dropped.
+
+    Resuming a run whose params changed would silently mix two experiments.
+    """
+    saved = Path(run_dir) / "config.json"
+    if resume in (None, "never") or not saved.is_file() or json.loads(saved.read_text()) == json.loads(json.dumps(config)):
+        return resume
+    warnings.warn(f"{run_dir} holds a run with another config; starting fresh")
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    return None
+
+
 def resume_from(run_dir, resume: str | None) -> Path | None:
     """"auto": the latest checkpoint if any; None or "never": start fresh; else that checkpoint folder."""
     if resume in (None, "", "never"):

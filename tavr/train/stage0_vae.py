@@ -70,6 +70,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto") -
     run = cfg.run
     start = time.perf_counter()
     # setup, run dir and config dump
+    resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
     accelerator = common.make_accelerator(run, cfg.run_dir)
     common.seed_everything(run.seed)
     run_dir = common.RunDir(cfg.run_dir, config_dict, accelerator)
