@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 run: $(STAMP)  ## the whole DVC pipeline on the embedded default (TAVR-Synth, tiny preset, CPU)
-	@git rev-parse --git-dir >/dev/null 2>&1 || git init --quiet
+	@git rev-parse --git-dir >/dev/null 2>&1 || { git init --quiet && git add -A && \
+		git -c user.name=tavr -c user.email=tavr@localhost commit --quiet -m "initial commit (make run)"; }
 	@test -d .dvc || $(BIN)/dvc init --quiet
 	@mkdir -p data/raw
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

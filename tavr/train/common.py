@@ -376,6 +376,34 @@ def _truncate_tsv(dvclive_dir: Path, step: int) -> None:
         path.write_text("\n".join([header, *kept]) + "\n")
 
 
+class _TsvLive:
+    """dvclive's metric layout (`plots/metrics/<name>.tsv`: timestamp, step, value) without dvclive."""
+
+    def __init__(self, directory: Path):
+        self.dir, self.step = Path(directory) / "plots" / "metrics", 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def log_metric(self, name: str, value: float) -> None:
+        path = self.dir / f"{name}.tsv"
+        new = not path.is_file()
+        with path.open("a") as fh:
+            if new:
+                fh.write(f"timestamp\tstep\t{name}\n")
+            fh.write(f"{int(time.time() * 1000)}\t{self.step}\t{value}\n")
+
+    def log_image(self, name: str, image: np.ndarray) -> None:
+        from PIL import Image
+
+        (self.dir.parent / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(self.dir.parent / "images" / name)
+
+    def next_step(self) -> None:
+        self.step += 1
+
+    def end(self) -> None:
+        pass
+
+
 class Tracker:
     """W&B (offline by default; never prompts; a failed start warns and is skipped) and dvclive metrics.
 
@@ -397,8 +425,12 @@ class Tracker:
 
             if resume_step is not None:
                 _truncate_tsv(run_dir / "dvclive", resume_step)
-            self.live = Live(dir=str(run_dir / "dvclive"), resume=resume_step is not None,
-                             save_dvc_exp=False, dvcyaml=False)
+            try:
+                self.live = Live(dir=str(run_dir / "dvclive"), resume=resume_step is not None,
+                                 save_dvc_exp=False, dvcyaml=False)
+            except Exception as err:  # e.g. a git repo without commits trips dvclive's experiment lookup
+                warnings.warn(f"dvclive did not start ({type(err).__name__}: {err}); writing its TSV layout directly")
+                self.live = _TsvLive(run_dir / "dvclive")
         mode = "disabled" if os.environ.get("WANDB_MODE") == "disabled" else run.wandb_mode
         if run.tracker == "wandb" and mode != "disabled":
             try:

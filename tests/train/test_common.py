@@ -278,3 +278,22 @@ def test_accelerator_and_progress(tmp_path):
     assert bar.bar.n == 2 and "loss=0.2500" in str(bar.bar) and "samples_s=" in str(bar.bar)
     bar.close()
     progress(total=4, disable=True).update(loss=0.25, samples=8)  # non-main processes: silent
+
+
+def test_tracker_survives_a_git_repo_without_commits(tmp_path, monkeypatch):
+    """dvclive fails in a fresh `git init` (no commits); the same TSV layout is written directly."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from tavr.config import RunConfig
+    from tavr.train.common import Tracker
+
+    tracker = Tracker(RunConfig(tracker="none"), tmp_path / "run", {})
+    for step in (1, 2, 3):
+        tracker.log(step, {"loss": 1.0 / step})
+    tracker.close()
+    rows = (tmp_path / "run/dvclive/plots/metrics/loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["timestamp", "step", "loss"]
+    assert [int(r.split("\t")[1]) for r in rows[1:]] == [1, 2, 3]
