@@ -192,6 +192,25 @@ class LatentsConfig:
 
 
 @dataclass(frozen=True)
+class FlowStageConfig:
+    """Stages 1 and 2: flow-matching training of the transformer on the latent cache."""
+
+    run: RunConfig = field(default_factory=_run(steps=200, batch_size=4, lr=3e-4, warmup_steps=10, ema_decay=0.99, checkpoint_every=50, log_every=10))
+    pairing: str = "same_scene"  # same_scene: the other window of the clip | cross_scene: another scene, same identity
+    init: str = ""  # a pipeline folder to start from ("" = fresh weights)
+    cache: str = "data/latents"
+    vae: str = "models/vae"
+    out: str = "models/stage1"
+    run_dir: str = "runs/stage1"
+    shift: float = 1.0  # noise-level shift of the logit-normal sigma sampling
+    person_weight: float = 2.0  # extra loss weight inside the person mask
+    min_keep_ratio: float = 0.25  # each step keeps a random share of reference tokens in [min, 1]
+    drop_reference: float = 0.1  # chance a batch trains without the reference (for guidance)
+    drop_audio: float = 0.1  # chance a batch trains without audio (for guidance)
+    val_batches: int = 4  # held-out batches (bench windows, cross-scene references) for the validation loss
+
+
+@dataclass(frozen=True)
 class TAVRConfig:
     """The root: one section per stage, plus the preset that was applied."""
 
@@ -203,6 +222,13 @@ class TAVRConfig:
     qa: QAConfig = field(default_factory=QAConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)
+    stage1: FlowStageConfig = field(default_factory=FlowStageConfig)
+    stage2: FlowStageConfig = field(
+        default_factory=lambda: FlowStageConfig(
+            run=RunConfig(steps=150, batch_size=4, lr=1e-4, warmup_steps=10, ema_decay=0.99, checkpoint_every=50, log_every=10),
+            pairing="cross_scene", init="models/stage1", out="models/stage2", run_dir="runs/stage2",
+        )
+    )
 
 
 # Named overrides applied under the file's own values. `tiny` is the embedded

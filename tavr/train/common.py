@@ -275,7 +275,7 @@ def load_checkpoint(path, model, optimizer, scheduler=None, ema: EMA | None = No
         meta["state"].setdefault(fqn, {})[name] = t
     opt = _inner(optimizer)
     tuples = [[k for k, v in group.items() if isinstance(v, tuple)] for group in opt.param_groups]
-    set_optimizer_state_dict(model, opt, meta, options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(model, opt, meta, options=StateDictOptions(full_state_dict=True, strict=False))  # unused params have no state
     for group, keys in zip(opt.param_groups, tuples):  # JSON turned tuples (betas) into lists
         group.update({k: tuple(group[k]) for k in keys})
     if scheduler is not None:

@@ -66,7 +66,8 @@ def psnr(vae: TAVRVAE, paths: list[Path], frames: int) -> float:
     return float(np.mean(scores))
 
 
-def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto") -> dict:
+def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", stop_after: int | None = None) -> dict:
+    """Train to `cfg.run.steps`; `stop_after` ends this invocation early and returns {} (resume later)."""
     run = cfg.run
     start = time.perf_counter()
     # setup, run dir and config dump
@@ -113,6 +114,10 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto") -
         if step % run.checkpoint_every == 0 or step == run.steps:
             common.save_checkpoint(cfg.run_dir, step, vae, optimizer, scheduler, None, common.get_rng_state(),
                                    order.state_dict(), run.keep_checkpoints, accelerator)  # fmt: skip
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            tracker.close()
+            return {}
     bar.close()
 
     # latent statistics on whole frames, then save

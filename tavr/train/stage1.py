@@ -1,0 +1,212 @@
+"""Stage 1: same-scene video pretraining of the transformer (stage 2 reuses this loop).
+
+    python -m tavr.train.stage1 [--params params.yaml] [--resume auto|never|PATH]
+
+Every training window of the latent cache is a target. Its reference is another
+window: the other, non-overlapping window of the same clip (`pairing: same_scene`,
+stage 1) or a window of the same identity filmed in another scene (`cross_scene`,
+stage 2). The target background is the target latent with the person's cells
+zeroed. The loss is the flow-matching velocity error, weighted up inside the person
+mask. Each step keeps a random share of reference tokens, so token selection learns
+every budget, and drops the reference or the audio now and then, for guidance.
+Writes
+
+    out/                          a pipeline folder (TAVRPipeline.from_pretrained), EMA weights
+    out/metrics.json              steps, loss_first/last (means over the first/last 10%), val_loss, seconds
+    run_dir/checkpoints/, dvclive/, wandb/
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from tavr import flow
+from tavr.config import FlowStageConfig, TAVRConfig, load_config, to_dict
+from tavr.models.transformer import TAVRTransformer3DModel
+from tavr.models.vae import TAVRVAE
+from tavr.pipeline import TAVRPipeline, masked_background
+from tavr.train import common
+
+
+class LatentCache:
+    """The cache written by `tavr.train.latents`, in memory: tensors (N, ...) and their index."""
+
+    def __init__(self, directory: str | Path):
+        directory = Path(directory)
+        self.tensors = load_file(str(directory / "cache.safetensors"))
+        self.index = pd.read_parquet(directory / "index.parquet")
+        text = load_file(str(directory / "text.safetensors"))
+        self.text = text["text"].float()  # (1, L, text_dim)
+
+    def rows(self, split: str) -> np.ndarray:
+        return self.index.index[self.index["split"] == split].to_numpy()
+
+    def reference_for(self, row: int, pairing: str, generator: torch.Generator | None = None) -> int:
+        """A reference window for target window `row`, drawn with torch's RNG (checkpointed)."""
+        me, table = self.index.iloc[row], self.index
+        if pairing == "same_scene":
+            cands = table.index[(table["clip_id"] == me["clip_id"]) & (table["window"] != me["window"])]
+        elif pairing == "cross_scene":
+            cands = table.index[(table["identity"] == me["identity"]) & (table["scene"] != me["scene"])]
+        else:
+            raise ValueError(f"pairing must be 'same_scene' or 'cross_scene'; got {pairing!r}")
+        if len(cands) == 0:
+            raise ValueError(f"window {me['clip_id']}#{me['window']} has no {pairing} reference")
+        return int(cands[int(torch.randint(len(cands), (1,), generator=generator))])
+
+    def batch(self, targets: list[int], refs: list[int]) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch: x0, mask (B, 1, F', h, w), background, reference, audio windows."""
+        t = self.tensors
+        x0 = t["latent"][targets].float()  # (B, C, F', h, w)
+        mask = t["mask"][targets].float()  # (B, 1, F', h, w)
+        return {
+            "x0": x0, "mask": mask, "background": masked_background(x0, mask),
+            "reference": t["latent"][refs].float(), "audio": t["audio"][targets].float(),
+            "reference_audio": t["audio"][refs].float(), "text": self.text.expand(len(targets), -1, -1),
+        }  # fmt: skip
+
+
+def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: bool, use_audio: bool,
+              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """Velocity error at a random noise level, weighted up inside the person mask."""
+    x0 = b["x0"]
+    sigma = flow.sample_sigmas(x0.shape[0], cfg.shift, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    pred = model(
+        flow.interpolate(x0, noise, sigma), sigma * flow.NUM_TRAIN_TIMESTEPS, b["text"],
+        background=b["background"], background_mask=b["mask"],
+        reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
+        reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
+    )  # fmt: skip
+    return flow.loss(pred, flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"])
+
+
+def _cross_or_same(cache: LatentCache, row: int, g: torch.Generator) -> int:
+    try:
+        return cache.reference_for(row, "cross_scene", g)
+    except ValueError:  # a bench identity filmed in one scene only
+        return cache.reference_for(row, "same_scene", g)
+
+
+@torch.no_grad()
+def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
+    """Flow loss on bench windows with cross-scene references, fixed noise: comparable across runs."""
+    g = torch.Generator().manual_seed(1234)
+    rows = cache.rows("bench")
+    if len(rows) == 0:
+        return float("nan")
+    losses = []
+    for k in range(cfg.val_batches):
+        targets = [int(rows[(k * cfg.run.batch_size + i) % len(rows)]) for i in range(cfg.run.batch_size)]
+        refs = [_cross_or_same(cache, r, g) for r in targets]
+        losses.append(flow_loss(model, cache.batch(targets, refs), cfg, 1.0, True, True, g).item())
+    return float(np.mean(losses))
+
+
+def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str | None = "auto",
+          stop_after: int | None = None) -> dict:
+    """Train to `cfg.run.steps`; `stop_after` ends this invocation early (at a checkpoint boundary, for
+    preemptible jobs and tests), returning {} so a later call with `resume="auto"` carries on."""
+    run = cfg.run
+    start = time.perf_counter()
+    # setup, run dir and config dump
+    resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
+    accelerator = common.make_accelerator(run, cfg.run_dir)
+    common.seed_everything(run.seed)
+    common.RunDir(cfg.run_dir, config_dict, accelerator)
+
+    # model: fresh, or the previous stage's weights
+    if cfg.init:
+        model = TAVRPipeline.from_pretrained(cfg.init).transformer
+    else:
+        model = TAVRTransformer3DModel(root.model)
+    cache = LatentCache(cfg.cache)
+    rows = cache.rows("train")
+    order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    scheduler = common.make_scheduler(optimizer, run)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
+
+    step = 0
+    ckpt = common.resume_from(cfg.run_dir, resume)
+    if ckpt is not None:
+        step, data_state = common.load_checkpoint(ckpt, model, optimizer, scheduler, ema, accelerator=accelerator)
+        order.load_state_dict(data_state)
+    tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
+    bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
+
+    # loop
+    losses: list[float] = []
+    model.train()
+    while step < run.steps:
+        for _ in range(run.grad_accum):
+            with accelerator.accumulate(model):
+                targets = [int(rows[i]) for i in next(order)]
+                refs = [cache.reference_for(r, cfg.pairing) for r in targets]
+                keep = float(torch.empty(1).uniform_(cfg.min_keep_ratio, 1.0))
+                use_ref = bool(torch.rand(1) >= cfg.drop_reference)
+                use_audio = bool(torch.rand(1) >= cfg.drop_audio)
+                loss = flow_loss(model, cache.batch(targets, refs), cfg, keep, use_ref, use_audio)
+                accelerator.backward(loss)
+                common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
+        step += 1
+        ema.update(accelerator.unwrap_model(model))
+        losses.append(loss.item())
+        bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)
+        if step % run.log_every == 0 or step == run.steps:
+            tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "lr": scheduler.get_last_lr()[0]})
+        if step % run.checkpoint_every == 0 or step == run.steps:
+            common.save_checkpoint(cfg.run_dir, step, model, optimizer, scheduler, ema, common.get_rng_state(),
+                                   order.state_dict(), run.keep_checkpoints, accelerator)  # fmt: skip
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            tracker.close()
+            return {}
+    bar.close()
+
+    # EMA weights -> pipeline folder, with the validation loss
+    metrics = {}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        ema.copy_to(final)
+        final.eval()
+        generate = dataclasses.replace(root.generate, chunk_frames=root.latents.window_frames, reference_frames=root.latents.window_frames)
+        TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate).save_pretrained(cfg.out)
+        tenth = max(1, len(losses) // 10)
+        metrics = {
+            "steps": step, "loss_first": float(np.mean(losses[:tenth])) if losses else None,
+            "loss_last": float(np.mean(losses[-tenth:])) if losses else None,
+            "val_loss": validation_loss(final, cache, cfg), "seconds": time.perf_counter() - start,
+        }  # fmt: skip
+        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        tracker.log(step, {"val_loss": metrics["val_loss"]})
+    tracker.close()
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def main(argv: list[str] | None = None, section: str = "stage1") -> None:
+    ap = argparse.ArgumentParser(description=f"{section}: flow-matching training on the latent cache.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    args = ap.parse_args(argv)
+    root = load_config(args.params if Path(args.params).is_file() else None)
+    cfg = getattr(root, section)
+    config_dict = {section: to_dict(cfg), "model": to_dict(root.model)}
+    metrics = train(cfg, root, config_dict, None if args.resume == "never" else args.resume)
+    if metrics:
+        print(json.dumps(metrics, indent=1))
+
+
+if __name__ == "__main__":
+    main()

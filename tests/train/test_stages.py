@@ -1,0 +1,118 @@
+"""The training chain on a tiny data set: stage 0 and the cache, then stages 1 and 2, each resuming exactly."""
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tavr.config import FlowStageConfig, GenerateConfig, IngestConfig, LatentsConfig, RunConfig, SynthConfig, TAVRConfig, VAEStageConfig
+from tavr.data import synth
+from tavr.data.ingest import ingest
+from tavr.models.vae import TAVRVAE
+from tavr.pipeline import TAVRPipeline
+from tavr.train import stage0_vae, stage1
+from tavr.train.latents import encode_cache
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    cfg = synth.resized(SynthConfig(scenes_per_identity=2, clips_per_scene=1, workers=2), 3, 4)
+    synth.generate(cfg, root / "synth")
+    ingest([root / "synth"], root / "clips", IngestConfig(workers=2))
+    return root / "clips" / "manifest.parquet"
+
+
+def _vae_cfg(tmp, manifest, steps, name="run"):
+    run = RunConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=2, ema_decay=0.0, checkpoint_every=2, log_every=1, tracker="none")
+    return VAEStageConfig(run=run, stats_windows=3, manifest=str(manifest), out=str(tmp / name / "vae"), run_dir=str(tmp / name / "run"))
+
+
+def test_stage0_trains_saves_and_resumes_exactly(clips, tmp_path):
+    straight = _vae_cfg(tmp_path, clips, 4, "straight")
+    metrics = stage0_vae.train(straight, {})
+    assert metrics["steps"] == 4 and metrics["psnr_bench"] > 0
+    assert json.loads((tmp_path / "straight/vae/metrics.json").read_text())["steps"] == 4
+    # the same run stopped after 2 steps and resumed from its checkpoint ends on the same weights
+    half = _vae_cfg(tmp_path, clips, 4, "resumed")
+    assert stage0_vae.train(half, {}, stop_after=2) == {}
+    stage0_vae.train(half, {}, resume="auto")
+    a, b = TAVRVAE.load(straight.out).state_dict(), TAVRVAE.load(half.out).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = pd.read_csv(tmp_path / "resumed/run/dvclive/plots/metrics/loss.tsv", sep="\t")["step"].tolist()
+    assert steps == [1, 2, 3, 4]
+
+
+def test_latent_cache_has_every_window(clips, tmp_path):
+    vae_cfg = _vae_cfg(tmp_path, clips, 2)
+    stage0_vae.train(vae_cfg, {})
+    cfg = LatentsConfig(vae=vae_cfg.out, manifest=str(clips), out=str(tmp_path / "latents"), batch=4)
+    summary = encode_cache(cfg, GenerateConfig(), progress=False)
+    manifest = pd.read_parquet(clips)
+    index = pd.read_parquet(tmp_path / "latents" / "index.parquet")
+    assert len(index) == summary["windows"] == 2 * len(manifest)  # 50 frames -> two 25-frame windows
+    cache = load_file(str(tmp_path / "latents" / "cache.safetensors"))
+    assert cache["latent"].shape == (len(index), 16, 7, 16, 16) and cache["latent"].dtype == torch.float16
+    assert cache["mask"].shape == (len(index), 1, 7, 16, 16) and set(cache["mask"].unique().tolist()) <= {0, 1}
+    assert cache["audio"].shape == (len(index), 7, 8, 320) and torch.isfinite(cache["audio"].float()).all()
+    assert 0.05 < cache["mask"].float().mean() < 0.9
+    lat = cache["latent"].float()
+    assert lat.mean().abs() < 0.5 and 0.3 < lat.std() < 3  # normalised by the stats stage 0 stored
+    text = load_file(str(tmp_path / "latents" / "text.safetensors"))
+    assert text["text"].shape[-1] == 384
+    assert not (tmp_path / "latents.partial").exists()
+
+
+@pytest.fixture(scope="module")
+def cache(clips, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    vae_cfg = _vae_cfg(tmp, clips, 2)
+    stage0_vae.train(vae_cfg, {})
+    encode_cache(LatentsConfig(vae=vae_cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
+    return tmp
+
+
+def _flow_cfg(cache, tmp, steps, name, **kw):
+    run = RunConfig(steps=steps, batch_size=2, lr=3e-4, warmup_steps=1, ema_decay=0.9, checkpoint_every=2, log_every=1, tracker="none")
+    return FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "run/vae"), out=str(tmp / name / "model"),
+                           run_dir=str(tmp / name / "run"), val_batches=1, **kw)  # fmt: skip
+
+
+def test_stage1_resumes_exactly_and_writes_a_pipeline(cache, tmp_path):
+    root = TAVRConfig()
+    straight = _flow_cfg(cache, tmp_path, 4, "straight")
+    metrics = stage1.train(straight, root, {})
+    assert metrics["steps"] == 4 and metrics["val_loss"] > 0
+    half = _flow_cfg(cache, tmp_path, 4, "resumed")
+    assert stage1.train(half, root, {}, stop_after=2) == {}  # stopped at the step-2 checkpoint
+    stage1.train(half, root, {}, resume="auto")
+    a = TAVRPipeline.from_pretrained(straight.out).transformer.state_dict()
+    b = TAVRPipeline.from_pretrained(half.out).transformer.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    pipe = TAVRPipeline.from_pretrained(straight.out)
+    assert pipe.config.chunk_frames == 25  # generation windows match the training windows
+
+
+def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
+    root = TAVRConfig()
+    first = _flow_cfg(cache, tmp_path, 2, "s1")
+    stage1.train(first, root, {})
+    second = _flow_cfg(cache, tmp_path, 2, "s2", pairing="cross_scene", init=first.out)
+    from tavr.train.stage1 import LatentCache
+
+    lc = LatentCache(second.cache)
+    for row in lc.rows("train")[:4]:
+        ref = lc.reference_for(int(row), "cross_scene")
+        me, other = lc.index.iloc[int(row)], lc.index.iloc[ref]
+        assert me["identity"] == other["identity"] and me["scene"] != other["scene"]
+        same = lc.index.iloc[lc.reference_for(int(row), "same_scene")]
+        assert same["clip_id"] == me["clip_id"] and same["window"] != me["window"]
+    metrics = stage1.train(second, root, {})
+    assert metrics["steps"] == 2
+    with pytest.raises(ValueError, match="pairing"):
+        lc.reference_for(0, "sideways")
