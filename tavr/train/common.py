@@ -376,8 +376,28 @@ def _truncate_tsv(dvclive_dir: Path, step: int) -> None:
         path.write_text("\n".join([header, *kept]) + "\n")
 
 
+def logged_series(run_dir, name: str) -> list[float]:
+    """Values of metric `name` logged to run_dir's dvclive TSV, in step order (empty if none)."""
+    path = Path(run_dir) / "dvclive" / "plots" / "metrics" / f"{name}.tsv"
+    if not path.is_file():
+        return []
+    header, *lines = path.read_text().splitlines()
+    cols = header.split("\t")
+    rows = [line.split("\t") for line in lines if line.strip()]
+    s, v = cols.index("step"), cols.index(name)
+    return [float(r[v]) for r in sorted(rows, key=lambda r: int(r[s]))]
+
+
+def first_last(values: list[float]) -> tuple[float | None, float | None]:
+    """Means over the first and the last 10% of a series (None when empty)."""
+    if not values:
+        return None, None
+    k = max(1, len(values) // 10)
+    return float(np.mean(values[:k])), float(np.mean(values[-k:]))
+
+
 class _TsvLive:
-    """dvclive's metric layout (`plots/metrics/<name>.tsv`: timestamp, step, value) without dvclive."""
+    """dvclive's metric layout (`plots/metrics/<name>.tsv`: step, value) without dvclive."""
 
     def __init__(self, directory: Path):
         self.dir, self.step = Path(directory) / "plots" / "metrics", 0
@@ -388,8 +408,8 @@ class _TsvLive:
         new = not path.is_file()
         with path.open("a") as fh:
             if new:
-                fh.write(f"timestamp\tstep\t{name}\n")
-            fh.write(f"{int(time.time() * 1000)}\t{self.step}\t{value}\n")
+                fh.write(f"step\t{name}\n")
+            fh.write(f"{self.step}\t{value}\n")
 
     def log_image(self, name: str, image: np.ndarray) -> None:
         from PIL import Image

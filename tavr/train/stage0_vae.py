@@ -84,11 +84,12 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
     scheduler = common.make_scheduler(optimizer, run)
     vae, optimizer = accelerator.prepare(vae, optimizer)
 
-    step = 0
+    step, prior_seconds = 0, 0.0  # seconds spent by earlier invocations of a resumed run
     ckpt = common.resume_from(cfg.run_dir, resume)
     if ckpt is not None:
         step, data_state = common.load_checkpoint(ckpt, vae, optimizer, scheduler, accelerator=accelerator)
         order.load_state_dict(data_state)
+        prior_seconds = float(data_state.get("seconds", 0.0))
     tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
     bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
     model = accelerator.unwrap_model(vae)
@@ -113,7 +114,8 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
             tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "kl": kl.item(), "lr": scheduler.get_last_lr()[0]})
         if step % run.checkpoint_every == 0 or step == run.steps:
             common.save_checkpoint(cfg.run_dir, step, vae, optimizer, scheduler, None, common.get_rng_state(),
-                                   order.state_dict(), run.keep_checkpoints, accelerator)  # fmt: skip
+                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
+                                   run.keep_checkpoints, accelerator)  # fmt: skip
         if stop_after is not None and step >= stop_after:
             bar.close()
             tracker.close()
@@ -127,10 +129,10 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
         windows = [to_video_tensor(read_video(p).frames[: cfg.frames]) for p in train_paths[: cfg.stats_windows]]
         model.set_latent_stats(*model.estimate_latent_stats(windows))
         model.save(cfg.out)
+        first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))
         metrics = {
-            "steps": step, "loss_first": float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None,
-            "loss_last": float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None,
-            "psnr_bench": psnr(model, bench_paths[:8], cfg.frames), "seconds": time.perf_counter() - start,
+            "steps": step, "loss_first": first, "loss_last": last,
+            "psnr_bench": psnr(model, bench_paths[:8], cfg.frames), "seconds": prior_seconds + time.perf_counter() - start,
         }  # fmt: skip
         (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
         tracker.log(step, {"psnr_bench": metrics["psnr_bench"]})

@@ -137,11 +137,12 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
 
-    step = 0
+    step, prior_seconds = 0, 0.0  # seconds spent by earlier invocations of a resumed run
     ckpt = common.resume_from(cfg.run_dir, resume)
     if ckpt is not None:
         step, data_state = common.load_checkpoint(ckpt, model, optimizer, scheduler, ema, accelerator=accelerator)
         order.load_state_dict(data_state)
+        prior_seconds = float(data_state.get("seconds", 0.0))
     tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
     bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
 
@@ -167,7 +168,8 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
             tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "lr": scheduler.get_last_lr()[0]})
         if step % run.checkpoint_every == 0 or step == run.steps:
             common.save_checkpoint(cfg.run_dir, step, model, optimizer, scheduler, ema, common.get_rng_state(),
-                                   order.state_dict(), run.keep_checkpoints, accelerator)  # fmt: skip
+                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
+                                   run.keep_checkpoints, accelerator)  # fmt: skip
         if stop_after is not None and step >= stop_after:
             bar.close()
             tracker.close()
@@ -182,11 +184,11 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         final.eval()
         generate = dataclasses.replace(root.generate, chunk_frames=root.latents.window_frames, reference_frames=root.latents.window_frames)
         TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate).save_pretrained(cfg.out)
-        tenth = max(1, len(losses) // 10)
+        # a resumed run saw only part of the losses: read the whole curve from its log then
+        first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))
         metrics = {
-            "steps": step, "loss_first": float(np.mean(losses[:tenth])) if losses else None,
-            "loss_last": float(np.mean(losses[-tenth:])) if losses else None,
-            "val_loss": validation_loss(final, cache, cfg), "seconds": time.perf_counter() - start,
+            "steps": step, "loss_first": first, "loss_last": last,
+            "val_loss": validation_loss(final, cache, cfg), "seconds": prior_seconds + time.perf_counter() - start,
         }  # fmt: skip
         (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
         tracker.log(step, {"val_loss": metrics["val_loss"]})

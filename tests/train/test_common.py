@@ -295,5 +295,9 @@ def test_tracker_survives_a_git_repo_without_commits(tmp_path, monkeypatch):
         tracker.log(step, {"loss": 1.0 / step})
     tracker.close()
     rows = (tmp_path / "run/dvclive/plots/metrics/loss.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == ["timestamp", "step", "loss"]
-    assert [int(r.split("\t")[1]) for r in rows[1:]] == [1, 2, 3]
+    assert rows[0].split("\t") == ["step", "loss"]  # the header dvclive itself writes
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == [1, 2, 3]
+    from tavr.train.common import first_last, logged_series
+
+    assert logged_series(tmp_path / "run", "loss") == [1.0, 0.5, 1.0 / 3]
+    assert first_last([1.0] * 10 + [0.0] * 10) == (1.0, 0.0)
