@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,3 +117,46 @@ def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
     assert metrics["steps"] == 2
     with pytest.raises(ValueError, match="pairing"):
         lc.reference_for(0, "sideways")
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
+    """Kill -9 a real stage-1 process after its first checkpoint; `--resume auto` ends on the
+    weights of a run that was never killed, and no logged step is lost or repeated."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def params(name: str) -> Path:
+        section = {"run": {"steps": 8, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
+                           "tracker": "none"},
+                   "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
+                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1}  # fmt: skip
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"stage1": section}))
+        return path
+
+    cmd = [sys.executable, "-m", "tavr.train.stage1", "--params"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    subprocess.run([*cmd, str(params("whole"))], check=True, capture_output=True, env=env, timeout=300)
+
+    proc = subprocess.Popen([*cmd, str(params("killed"))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    checkpoints = tmp_path / "killed" / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in checkpoints.glob("*")):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model" / "model_index.json").exists()  # it really died mid-run
+    subprocess.run([*cmd, str(params("killed")), "--resume", "auto"], check=True, capture_output=True, env=env, timeout=300)
+
+    a = load_file(str(tmp_path / "whole/model/transformer/model.safetensors"))
+    b = load_file(str(tmp_path / "killed/model/transformer/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = pd.read_csv(tmp_path / "killed/run/dvclive/plots/metrics/loss.tsv", sep="\t")["step"].tolist()
+    assert steps == list(range(1, 9))
