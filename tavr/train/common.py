@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import extract_model_from_parallel, gather_object
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (
@@ -63,6 +63,8 @@ def make_accelerator(run: RunConfig, run_dir: str | Path) -> Accelerator:
         cpu=not torch.cuda.is_available(),  # without it accelerate ignores a multi-process launch on CPU
         mixed_precision=run.mixed_precision, gradient_accumulation_steps=run.grad_accum, project_dir=str(run_dir),
         fsdp_plugin=fsdp, step_scheduler_with_optimizer=False,
+        # conditions are dropped some steps (no reference, no audio, no motion): their parameters get no gradient
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
 
 

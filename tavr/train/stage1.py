@@ -75,19 +75,33 @@ class LatentCache:
         }  # fmt: skip
 
 
+def rng(*key: int) -> torch.Generator:
+    """A generator seeded from integers (seed, step, sample, ...): the same draw on any rank."""
+    h = 0
+    for k in key:
+        h = (h * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(h)
+
+
 def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: bool, use_audio: bool,
-              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-    """Velocity error at a random noise level, weighted up inside the person mask."""
+              generators: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
+    """Velocity error at a random noise level, weighted up inside the person mask.
+
+    One generator per sample draws its noise level and noise, and the loss is the mean of
+    per-sample weighted means, so a global batch split over ranks gives the same loss and
+    gradient as one process.
+    """
     x0 = b["x0"]
-    sigma = flow.sample_sigmas(x0.shape[0], cfg.shift, generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    sigma = torch.cat([flow.sample_sigmas(1, cfg.shift, generator=g) for g in generators])  # (B,)
+    noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators])
     pred = model(
         flow.interpolate(x0, noise, sigma), sigma * flow.NUM_TRAIN_TIMESTEPS, b["text"],
         background=b["background"], background_mask=b["mask"],
         reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
         reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
     )  # fmt: skip
-    return flow.loss(pred, flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"])
+    target, weight = flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"]
+    return torch.stack([flow.loss(pred[i], target[i], weight[i]) for i in range(len(x0))]).mean()
 
 
 def _cross_or_same(cache: LatentCache, row: int, g: torch.Generator) -> int:
@@ -108,7 +122,8 @@ def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
     for k in range(cfg.val_batches):
         targets = [int(rows[(k * cfg.run.batch_size + i) % len(rows)]) for i in range(cfg.run.batch_size)]
         refs = [_cross_or_same(cache, r, g) for r in targets]
-        losses.append(flow_loss(model, cache.batch(targets, refs), cfg, 1.0, True, True, g).item())
+        gens = [rng(4321, k, i) for i in range(len(targets))]
+        losses.append(flow_loss(model, cache.batch(targets, refs), cfg, 1.0, True, True, gens).item())
     return float(np.mean(losses))
 
 
@@ -150,18 +165,23 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     losses: list[float] = []
     model.train()
     while step < run.steps:
-        for _ in range(run.grad_accum):
+        for m in range(run.grad_accum):
             with accelerator.accumulate(model):
+                micro = step * run.grad_accum + m  # keys every random draw of this micro-batch
                 targets = [int(rows[i]) for i in next(order)]
-                refs = [cache.reference_for(r, cfg.pairing) for r in targets]
-                keep = float(torch.empty(1).uniform_(cfg.min_keep_ratio, 1.0))
-                use_ref = bool(torch.rand(1) >= cfg.drop_reference)
-                use_audio = bool(torch.rand(1) >= cfg.drop_audio)
-                loss = flow_loss(model, cache.batch(targets, refs), cfg, keep, use_ref, use_audio)
+                offset = accelerator.process_index * run.batch_size  # place of this rank's samples in the global batch
+                gens = [rng(run.seed, micro, offset + i) for i in range(len(targets))]
+                refs = [cache.reference_for(r, cfg.pairing, g) for r, g in zip(targets, gens)]
+                g = rng(run.seed, micro, -1)  # per-step choices, identical on every rank
+                keep = float(torch.empty(1).uniform_(cfg.min_keep_ratio, 1.0, generator=g))
+                use_ref = bool(torch.rand(1, generator=g) >= cfg.drop_reference)
+                use_audio = bool(torch.rand(1, generator=g) >= cfg.drop_audio)
+                loss = flow_loss(model, cache.batch(targets, refs), cfg, keep, use_ref, use_audio, gens)
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1
         ema.update(accelerator.unwrap_model(model))
+        loss = accelerator.reduce(loss.detach(), "mean")  # the global batch's loss, as one process sees it
         losses.append(loss.item())
         bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)
         if step % run.log_every == 0 or step == run.steps:

@@ -160,3 +160,42 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = pd.read_csv(tmp_path / "killed/run/dvclive/plots/metrics/loss.tsv", sep="\t")["step"].tolist()
     assert steps == list(range(1, 9))
+
+
+def test_two_processes_match_one_with_the_same_global_batch(cache, tmp_path):
+    """torchrun with 2 CPU processes (gloo, DDP) x batch 2 logs the losses of 1 process x batch 4."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("torchrun is not installed beside this Python")
+
+    def params(name: str, batch: int) -> Path:
+        section = {"run": {"steps": 3, "batch_size": batch, "warmup_steps": 1, "ema_decay": 0.0, "checkpoint_every": 3,
+                           "log_every": 1, "tracker": "none"},
+                   "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
+                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "min_keep_ratio": 1.0}  # fmt: skip
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"stage1": section}))
+        return path
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "tavr.train.stage1", "--params", str(params("one", 4))],
+                   check=True, capture_output=True, env=env, timeout=300)  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                          "-m", "tavr.train.stage1", "--params", str(params("two", 2))],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = pd.read_csv(tmp_path / "one/run/dvclive/plots/metrics/loss.tsv", sep="\t")["loss"].to_numpy()
+    two = pd.read_csv(tmp_path / "two/run/dvclive/plots/metrics/loss.tsv", sep="\t")["loss"].to_numpy()
+    assert len(one) == len(two) == 3
+    assert abs(one - two).max() < 1e-4 * abs(one).max(), (one, two)
