@@ -98,15 +98,15 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
     index.assign(row=np.arange(len(index))).to_parquet(work / "index.parquet", index=False)
     summary = {
         "windows": len(index), "window_frames": n, "shapes": {k: list(v.shape[1:]) for k, v in tensors.items()},
-        "splits": {k: int(v) for k, v in index["split"].value_counts().items()}, "seconds": time.perf_counter() - start,
+        "splits": {k: int(v) for k, v in index["split"].value_counts().items()},
     }  # fmt: skip
-    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))  # no timings: the cache is byte-reproducible
     if target.exists():
         import shutil
 
         shutil.rmtree(target)
     os.replace(work, target)
-    return summary
+    return {**summary, "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> None:

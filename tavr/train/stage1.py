@@ -210,8 +210,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
             "steps": step, "loss_first": first, "loss_last": last,
             "val_loss": validation_loss(final, cache, cfg), "seconds": prior_seconds + time.perf_counter() - start,
         }  # fmt: skip
-        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        tracker.log(step, {"val_loss": metrics["val_loss"]})
+        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))  # curves stay per step
     tracker.close()
     accelerator.wait_for_everyone()
     return metrics
