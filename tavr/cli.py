@@ -169,9 +169,11 @@ def init_model(
     from tavr.models.vae import PRESETS, TAVRVAE
     from tavr.pipeline import TAVRPipeline
 
+    import torch
+
     cfg = _config(params)
     try:
-        torch_seed(seed)
+        torch.manual_seed(seed)
         model = TAVRTransformer3DModel.from_wan(wan, audio_dim=cfg.model.audio_dim) if wan else TAVRTransformer3DModel(cfg.model)
         vae = TAVRVAE.from_pretrained(wan_vae) if wan_vae else TAVRVAE.from_config(PRESETS[cfg.generate.vae])
         pipe = TAVRPipeline(model, vae, cfg.generate)
@@ -181,12 +183,6 @@ def init_model(
     pipe.save_pretrained(out)
     n = sum(p.numel() for p in model.parameters())
     console.print(f"wrote {out}: transformer {n / 1e6:.2f} M parameters ({'from ' + str(wan) if wan else 'random'}), VAE {'from ' + str(wan_vae) if wan_vae else cfg.generate.vae}")
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 @app.command()

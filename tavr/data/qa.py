@@ -12,8 +12,6 @@ that must be all False; their failure messages name the leaking values.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from tavr.config import QAConfig
+from tavr.files import write_json
 
 SUITE = "tavr_manifest"
 SITE = "tavr_qa"
@@ -140,12 +139,6 @@ def _summarise(label: str, r: Any, leaked: dict[str, list[str]]) -> tuple[dict, 
     return entry, f"{label}: {detail}"
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def run_qa(manifest: pd.DataFrame | str | Path, cfg: QAConfig, report_dir: str | Path) -> QAReport:
     """Validate the manifest; write data docs and qa.json into `report_dir`."""
     import great_expectations as gx
@@ -204,7 +197,7 @@ def run_qa(manifest: pd.DataFrame | str | Path, cfg: QAConfig, report_dir: str |
             failed.append(message)
     report = QAReport(success=bool(outcome.success) and not failed, failed=failed, results=entries,
                       n_clips=len(df))
-    _write_json(report_dir / "qa.json", {
+    write_json(report_dir / "qa.json", {
         "success": report.success, "n_clips": report.n_clips, "failed": failed,
         "expectations": entries, "data_docs": "data_docs/index.html",
     })

@@ -17,7 +17,6 @@ import shutil
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
 from tavr.config import RunConfig
+from tavr.files import write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -68,13 +68,6 @@ def make_accelerator(run: RunConfig, run_dir: str | Path) -> Accelerator:
     )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 class RunDir:
     """A run folder: `config.json`, `checkpoints/`, `dvclive/`, `metrics.json`. Only the main process writes."""
 
@@ -85,7 +78,7 @@ class RunDir:
         self.metrics = self.path / "metrics.json"  # final summary, for a DVC `metrics:` entry
         if accelerator is None or accelerator.is_main_process:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            _write_json(self.path / "config.json", config)
+            write_json(self.path / "config.json", config)
         if accelerator is not None:
             accelerator.wait_for_everyone()
 
@@ -238,12 +231,12 @@ def save_checkpoint(run_dir, step: int, model, optimizer, scheduler=None, ema: E
         optim_meta["state"][key] = {k: v for k, v in entry.items() if not torch.is_tensor(v)}
         optim_tensors.update({f"{key}/{k}": v for k, v in entry.items() if torch.is_tensor(v)})
     _save_tensors(optim_tensors, tmp / "optimizer.safetensors")
-    _write_json(tmp / "optimizer.json", optim_meta)
+    write_json(tmp / "optimizer.json", optim_meta)
     rng_tensors = {f"torch.{r}": s["torch"] for r, s in enumerate(rngs)}
     rng_tensors.update({f"cuda.{r}.{i}": t for r, s in enumerate(rngs) for i, t in enumerate(s["cuda"])})
     _save_tensors(rng_tensors, tmp / "rng.safetensors")
     scaler = accelerator.scaler if accelerator is not None else None
-    _write_json(tmp / "state.json", {
+    write_json(tmp / "state.json", {
         "step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "data": data_state or {}, "world_size": len(rngs), "scaler": scaler.state_dict() if scaler else None,
         "rng": {"python": [s["python"] for s in rngs], "numpy": [s["numpy"] for s in rngs]},

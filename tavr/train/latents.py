@@ -58,6 +58,7 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
     manifest = pd.read_parquet(cfg.manifest)
     root = Path(cfg.manifest).parent
     index = windows_of(manifest, cfg.window_frames)
+    files = manifest.set_index("clip_id")[["path", "mask_path", "audio_path"]]
     if index.empty:
         raise ValueError(f"{cfg.manifest}: no clip has {cfg.window_frames} frames")
     hop = round(generate.audio_rate / generate.fps)
@@ -72,10 +73,10 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
     n = cfg.window_frames
     bar = tqdm(total=len(index), desc="latents", unit="window", disable=not progress)
     for clip_id, group in index.groupby("clip_id", sort=False):
-        row = group.iloc[0]
-        frames = read_video(root / row["path"]).frames
-        masks = load_masks(root / row["path"].replace(".mp4", ".mask.npz"))
-        audio = read_audio(root / row["path"].replace(".mp4", ".wav"), generate.audio_rate)
+        clip = files.loc[clip_id]  # the manifest names each clip's mp4, mask and wav
+        frames = read_video(root / clip["path"]).frames
+        masks = load_masks(root / clip["mask_path"])
+        audio = read_audio(root / clip["audio_path"], generate.audio_rate)
         for w in group.itertuples():
             sl = slice(w.start_frame, w.start_frame + n)
             batch_frames.append(to_video_tensor(frames[sl]))

@@ -74,7 +74,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
     resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
     accelerator = common.make_accelerator(run, cfg.run_dir)
     common.seed_everything(run.seed)
-    run_dir = common.RunDir(cfg.run_dir, config_dict, accelerator)
+    common.RunDir(cfg.run_dir, config_dict, accelerator)
 
     # model, data, optimizer
     vae = TAVRVAE.from_config(PRESETS[cfg.preset])

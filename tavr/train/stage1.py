@@ -46,20 +46,23 @@ class LatentCache:
         self.index = pd.read_parquet(directory / "index.parquet")
         text = load_file(str(directory / "text.safetensors"))
         self.text = text["text"].float()  # (1, L, text_dim)
+        # reference candidates per window, in index order, worked out once instead of every step
+        t = self.index
+        self.candidates = {"same_scene": [], "cross_scene": []}
+        for _, me in t.iterrows():
+            self.candidates["same_scene"].append(t.index[(t["clip_id"] == me["clip_id"]) & (t["window"] != me["window"])].to_numpy())
+            self.candidates["cross_scene"].append(t.index[(t["identity"] == me["identity"]) & (t["scene"] != me["scene"])].to_numpy())
 
     def rows(self, split: str) -> np.ndarray:
         return self.index.index[self.index["split"] == split].to_numpy()
 
     def reference_for(self, row: int, pairing: str, generator: torch.Generator | None = None) -> int:
-        """A reference window for target window `row`, drawn with torch's RNG (checkpointed)."""
-        me, table = self.index.iloc[row], self.index
-        if pairing == "same_scene":
-            cands = table.index[(table["clip_id"] == me["clip_id"]) & (table["window"] != me["window"])]
-        elif pairing == "cross_scene":
-            cands = table.index[(table["identity"] == me["identity"]) & (table["scene"] != me["scene"])]
-        else:
+        """A reference window for target window `row`, drawn with `generator` (torch's RNG when None)."""
+        if pairing not in self.candidates:
             raise ValueError(f"pairing must be 'same_scene' or 'cross_scene'; got {pairing!r}")
+        cands = self.candidates[pairing][row]
         if len(cands) == 0:
+            me = self.index.iloc[row]
             raise ValueError(f"window {me['clip_id']}#{me['window']} has no {pairing} reference")
         return int(cands[int(torch.randint(len(cands), (1,), generator=generator))])
 

@@ -1,6 +1,5 @@
 """The training chain on a tiny data set: stage 0 and the cache, then stages 1 and 2, each resuming exactly."""
 
-import dataclasses
 import json
 from pathlib import Path
 

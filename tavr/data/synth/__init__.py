@@ -16,7 +16,6 @@ identity nor scene with any training clip. Everything is a function of the seed.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -31,6 +30,7 @@ from tavr.data.synth.face import Identity, Pose, draw_person, sample_identity
 from tavr.data.synth.scene import Scene, background, light, sample_scene
 from tavr.data.synth.speech import per_frame, plan_syllables, synthesize
 from tavr.data.video import write_video
+from tavr.files import write_json
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,6 @@ def load_masks(path: str | Path) -> np.ndarray:
         return np.unpackbits(z["bits"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def write_clip(cfg: SynthConfig, spec: ClipSpec, out: Path) -> str:
     """Render one clip and write its mp4, mask and json under `out`; returns the clip id."""
     clip = render_clip(cfg, spec)
@@ -193,7 +187,7 @@ def write_clip(cfg: SynthConfig, spec: ClipSpec, out: Path) -> str:
     base.parent.mkdir(parents=True, exist_ok=True)
     write_video(base.with_suffix(".mp4"), clip.frames, cfg.fps, clip.audio, cfg.audio_rate)
     save_masks(base.with_suffix(".mask.npz"), clip.masks)
-    _write_json(base.with_suffix(".json"), clip.meta)
+    write_json(base.with_suffix(".json"), clip.meta, indent=1, newline=False)
     return spec.clip_id
 
 
@@ -230,5 +224,5 @@ def generate(cfg: SynthConfig, out: str | Path, progress: Callable[[int, int], N
         "scenes": {s: sorted({c.names[1] for c in specs if c.split == s}) for s in ("train", "bench")},
         "photo_scenes": sorted(f"sc{j:02d}" for j in range(cfg.scenes) if scene(cfg, j).kind == "photo"),
     }
-    _write_json(out / "synth.json", summary)
+    write_json(out / "synth.json", summary, indent=1, newline=False)
     return summary
