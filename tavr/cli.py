@@ -222,6 +222,50 @@ def generate(
     console.print(f"wrote {out}: {len(result.frames)} frames ({len(result.frames) / result.fps:.2f} s) in {result.seconds:.1f} s")
 
 
+train_app = typer.Typer(help="Training stages (the same modules `dvc repro` runs): vae, latents, stage1-3, summary.",
+                         no_args_is_help=True)
+app.add_typer(train_app, name="train")
+STAGES = {
+    "vae": ("tavr.train.stage0_vae", "stage 0: train the tiny VAE on the clips (embedded default only)"),
+    "latents": ("tavr.train.latents", "encode every clip once into the latent cache"),
+    "stage1": ("tavr.train.stage1", "same-scene video pretraining"),
+    "stage2": ("tavr.train.stage2", "cross-scene reference fine-tuning from stage 1"),
+    "stage3": ("tavr.train.stage3_rl", "Flow-GRPO RL on identity and lip-sync rewards from stage 2"),
+}
+ResumeOpt = Annotated[str, typer.Option(help="auto (latest checkpoint), never, or a checkpoint folder")]
+
+
+def _stage_command(module: str, doc: str, resumable: bool):
+    def command(params: ParamsOpt = None, resume: ResumeOpt = "auto") -> None:
+        import importlib
+
+        argv = ["--params", str(params or "params.yaml")] + (["--resume", resume] if resumable else [])
+        try:
+            importlib.import_module(module).main(argv)
+        except (ConfigError, FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from e
+
+    command.__doc__ = doc
+    return command
+
+
+for _name, (_module, _doc) in STAGES.items():
+    train_app.command(_name)(_stage_command(_module, _doc, resumable=_name != "latents"))
+
+
+@train_app.command("summary")
+def train_summary(out: Annotated[Path, typer.Option(help="folder for summary.json and curves.png")] = Path("reports/train")) -> None:
+    """Collect every stage's metrics.json into reports/train/summary.json, with loss and reward curves."""
+    from tavr.train.summary import main as summary_main
+
+    try:
+        summary_main(["--out", str(out)])
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
 @app.command("config")
 def show_config(params: ParamsOpt = None) -> None:
     """Print the resolved config tree (defaults, preset and params.yaml merged)."""

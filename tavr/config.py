@@ -170,7 +170,8 @@ class VAEStageConfig:
 
     run: RunConfig = field(default_factory=_run(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, ema_decay=0.0, checkpoint_every=100, log_every=10))
     preset: str = "tiny"  # a preset of tavr.models.vae
-    frames: int = 5  # frames per training crop (4k + 1)
+    frames: int = 9  # frames per training crop (4k + 1); >= 9 so that a 4-frame chunk after a chunk is trained
+    eval_frames: int = 25  # frames per bench clip in the PSNR metric (the latent cache's window length)
     crop: int = 64  # pixels per training crop side
     kl_weight: float = 1e-6
     stats_windows: int = 48  # windows used to estimate the per-channel latent mean and std
@@ -189,6 +190,18 @@ class LatentsConfig:
     window_frames: int = 25  # frames per window (4k + 1); each clip gives floor(frames / window) windows
     batch: int = 8  # windows per VAE call
     prompt: str = ""  # the text condition of every clip (TAVR-Synth has no captions)
+    timing: str = "reports/train/latents.json"  # seconds taken (kept out of the byte-reproducible cache)
+
+
+@dataclass(frozen=True)
+class HeldoutConfig:
+    """Identity on held-out bench pairs, scored after a stage: its `identity_heldout` metric."""
+
+    pairs: str = "data/bench_pairs.json"
+    count: int = 12  # the first `count` pairs (0 = skip the evaluation)
+    steps: int = 10  # sampler steps per generation
+    frames: int = 3  # frames embedded per video (dlib, ~150 ms each)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,39 @@ class FlowStageConfig:
     drop_reference: float = 0.1  # chance a batch trains without the reference (for guidance)
     drop_audio: float = 0.1  # chance a batch trains without audio (for guidance)
     val_batches: int = 4  # held-out batches (bench windows, cross-scene references) for the validation loss
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+
+
+@dataclass(frozen=True)
+class RLStageConfig:
+    """Stage 3: Flow-GRPO on identity (and lip-sync) rewards, initialised from stage 2."""
+
+    run: RunConfig = field(default_factory=_run(steps=16, batch_size=2, lr=3e-5, warmup_steps=0, schedule="constant",
+                                                ema_decay=0.0, checkpoint_every=4, log_every=1, grad_clip=1.0))
+    init: str = "models/stage2"  # the policy's start and the KL reference
+    cache: str = "data/latents"
+    manifest: str = "data/clips/manifest.parquet"  # reference frames and driving audio for the rewards
+    vae: str = "models/vae"
+    out: str = "models/stage3"
+    run_dir: str = "runs/stage3"
+    pairing: str = "cross_scene"  # reference of each rollout condition (batch_size conditions per step)
+    group_size: int = 4  # G samples per condition; advantages are normalised within a group
+    sample_steps: int = 8  # SDE steps per rollout
+    shift: float = 1.0
+    noise_level: float = 0.7  # SDE noise scale (0 = the ODE, no exploration)
+    sigma_cap: float = 0.95  # sigma = 1 has an infinite SDE std; it uses this level's instead
+    train_timesteps: int = 4  # steps of each trajectory that get a gradient (a random subset)
+    updates_per_rollout: int = 2  # optimizer updates per rollout, over disjoint timestep subsets
+    clip_range: float = 0.2
+    adv_clip: float = 5.0  # advantages are clipped to +-adv_clip
+    kl_weight: float = 0.01  # beta of the KL to the stage-2 model
+    lora_rank: int = 0  # 0 = full fine-tuning; > 0 = LoRA adapters on the blocks, merged at the end
+    lora_alpha: float = 8.0
+    identity_weight: float = 1.0  # reward weights
+    lipsync_weight: float = 0.25
+    identity_frames: int = 2  # frames embedded per rollout video (dlib, ~150 ms each)
+    lipsync_max_lag: int = 2
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
 
 @dataclass(frozen=True)
@@ -229,6 +275,7 @@ class TAVRConfig:
             pairing="cross_scene", init="models/stage1", out="models/stage2", run_dir="runs/stage2",
         )
     )
+    stage3: RLStageConfig = field(default_factory=RLStageConfig)
 
 
 # Named overrides applied under the file's own values. `tiny` is the embedded

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from tavr.config import GenerateConfig, LatentsConfig, load_config
 from tavr.data.synth import load_masks
+from tavr.files import write_json
 from tavr.data.video import read_audio, read_video
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
 from tavr.models.vae import TAVRVAE, latent_frames
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     cfg = load_config(args.params if Path(args.params).is_file() else None)
-    print(json.dumps(encode_cache(cfg.latents, cfg.generate), indent=1))
+    summary = encode_cache(cfg.latents, cfg.generate)
+    write_json(cfg.latents.timing, {"seconds": summary["seconds"], "windows": summary["windows"]})
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

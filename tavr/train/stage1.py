@@ -12,7 +12,8 @@ every budget, and drops the reference or the audio now and then, for guidance.
 Writes
 
     out/                          a pipeline folder (TAVRPipeline.from_pretrained), EMA weights
-    out/metrics.json              steps, loss_first/last (means over the first/last 10%), val_loss, seconds
+    out/metrics.json              steps, loss_first/last (means over the first/last 10%), val_loss,
+                                  identity_heldout (tavr.eval.heldout), seconds
     run_dir/checkpoints/, dvclive/, wandb/
 """
 
@@ -31,6 +32,7 @@ from safetensors.torch import load_file
 
 from tavr import flow
 from tavr.config import FlowStageConfig, TAVRConfig, load_config, to_dict
+from tavr.eval.heldout import identity_heldout
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline, masked_background
@@ -206,13 +208,15 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         ema.copy_to(final)
         final.eval()
         generate = dataclasses.replace(root.generate, chunk_frames=root.latents.window_frames, reference_frames=root.latents.window_frames)
-        TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate).save_pretrained(cfg.out)
+        pipe = TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate)
+        pipe.save_pretrained(cfg.out)
         # a resumed run saw only part of the losses: read the whole curve from its log then
         first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))
         metrics = {
             "steps": step, "loss_first": first, "loss_last": last,
-            "val_loss": validation_loss(final, cache, cfg), "seconds": prior_seconds + time.perf_counter() - start,
+            "val_loss": validation_loss(final, cache, cfg), **identity_heldout(pipe, cfg.heldout),
         }  # fmt: skip
+        metrics["seconds"] = prior_seconds + time.perf_counter() - start
         (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))  # curves stay per step
     tracker.close()
     accelerator.wait_for_everyone()

@@ -8,36 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tavr.config import FlowStageConfig, GenerateConfig, IngestConfig, LatentsConfig, RunConfig, SynthConfig, TAVRConfig, VAEStageConfig
-from tavr.data import synth
-from tavr.data.ingest import ingest
+from tavr.config import FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, TAVRConfig
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline
 from tavr.train import stage0_vae, stage1
 from tavr.train.latents import encode_cache
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    cfg = synth.resized(SynthConfig(scenes_per_identity=2, clips_per_scene=1, workers=2), 3, 4)
-    synth.generate(cfg, root / "synth")
-    ingest([root / "synth"], root / "clips", IngestConfig(workers=2))
-    return root / "clips" / "manifest.parquet"
-
-
-def _vae_cfg(tmp, manifest, steps, name="run"):
-    run = RunConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=2, ema_decay=0.0, checkpoint_every=2, log_every=1, tracker="none")
-    return VAEStageConfig(run=run, stats_windows=3, manifest=str(manifest), out=str(tmp / name / "vae"), run_dir=str(tmp / name / "run"))
-
-
-def test_stage0_trains_saves_and_resumes_exactly(clips, tmp_path):
-    straight = _vae_cfg(tmp_path, clips, 4, "straight")
+def test_stage0_trains_saves_and_resumes_exactly(clips, vae_cfg, tmp_path):
+    straight = vae_cfg(tmp_path, clips, 4, "straight")
     metrics = stage0_vae.train(straight, {})
     assert metrics["steps"] == 4 and metrics["psnr_bench"] > 0
     assert json.loads((tmp_path / "straight/vae/metrics.json").read_text())["steps"] == 4
     # the same run stopped after 2 steps and resumed from its checkpoint ends on the same weights
-    half = _vae_cfg(tmp_path, clips, 4, "resumed")
+    half = vae_cfg(tmp_path, clips, 4, "resumed")
     assert stage0_vae.train(half, {}, stop_after=2) == {}
     stage0_vae.train(half, {}, resume="auto")
     a, b = TAVRVAE.load(straight.out).state_dict(), TAVRVAE.load(half.out).state_dict()
@@ -47,8 +31,8 @@ def test_stage0_trains_saves_and_resumes_exactly(clips, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_latent_cache_has_every_window(clips, tmp_path):
-    vae_cfg = _vae_cfg(tmp_path, clips, 2)
+def test_latent_cache_has_every_window(clips, vae_cfg, tmp_path):
+    vae_cfg = vae_cfg(tmp_path, clips, 2)
     stage0_vae.train(vae_cfg, {})
     cfg = LatentsConfig(vae=vae_cfg.out, manifest=str(clips), out=str(tmp_path / "latents"), batch=4)
     summary = encode_cache(cfg, GenerateConfig(), progress=False)
@@ -67,19 +51,10 @@ def test_latent_cache_has_every_window(clips, tmp_path):
     assert not (tmp_path / "latents.partial").exists()
 
 
-@pytest.fixture(scope="module")
-def cache(clips, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cache")
-    vae_cfg = _vae_cfg(tmp, clips, 2)
-    stage0_vae.train(vae_cfg, {})
-    encode_cache(LatentsConfig(vae=vae_cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
-    return tmp
-
-
 def _flow_cfg(cache, tmp, steps, name, **kw):
     run = RunConfig(steps=steps, batch_size=2, lr=3e-4, warmup_steps=1, ema_decay=0.9, checkpoint_every=2, log_every=1, tracker="none")
     return FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "run/vae"), out=str(tmp / name / "model"),
-                           run_dir=str(tmp / name / "run"), val_batches=1, **kw)  # fmt: skip
+                           run_dir=str(tmp / name / "run"), val_batches=1, heldout=HeldoutConfig(count=0), **kw)  # fmt: skip
 
 
 def test_stage1_resumes_exactly_and_writes_a_pipeline(cache, tmp_path):
@@ -133,7 +108,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
         section = {"run": {"steps": 8, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
                            "tracker": "none"},
                    "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
-                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1}  # fmt: skip
+                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "heldout": {"count": 0}}  # fmt: skip
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"stage1": section}))
         return path
@@ -178,7 +153,8 @@ def test_two_processes_match_one_with_the_same_global_batch(cache, tmp_path):
         section = {"run": {"steps": 3, "batch_size": batch, "warmup_steps": 1, "ema_decay": 0.0, "checkpoint_every": 3,
                            "log_every": 1, "tracker": "none"},
                    "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
-                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "min_keep_ratio": 1.0}  # fmt: skip
+                   "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "min_keep_ratio": 1.0,
+                   "heldout": {"count": 0}}  # fmt: skip
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"stage1": section}))
         return path

@@ -1,0 +1,1 @@
+"""Evaluation: held-out identity now; the benchmark, report and gate follow."""

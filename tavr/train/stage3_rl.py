@@ -1,0 +1,254 @@
+"""Stage 3: Flow-GRPO reinforcement learning on identity and lip-sync rewards, from stage 2.
+
+    python -m tavr.train.stage3_rl [--params params.yaml] [--resume auto|never|PATH]
+
+Each step:
+  1. rollout: `batch_size` conditions (a train window, a cross-scene reference, its audio
+     and background from the latent cache), `group_size` samples each, drawn with the
+     SDE sampler of tavr.rl.grpo from fixed-seed noise; the log-probability of every
+     transition is kept.
+  2. reward: the samples are decoded and scored against the reference clip's frames and
+     the target window's audio (tavr.rl.rewards: identity, lip sync, weights in params);
+     advantages are normalised within each group.
+  3. update: a random `train_timesteps` of the sampler's steps get a gradient, split into
+     `updates_per_rollout` optimizer updates; the loss is the clipped ratio objective
+     plus `kl_weight` x the KL to the stage-2 model (a frozen copy, or the base weights
+     under LoRA).
+Writes
+
+    out/                          a pipeline folder (TAVRPipeline.from_pretrained); LoRA merged in
+    out/metrics.json              steps, reward_first/last (means over the first/last 10% of steps),
+                                  identity_heldout, seconds
+    run_dir/checkpoints/, dvclive/ (reward_mean, reward_std, identity, lipsync, kl, ...), wandb/
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tavr import flow
+from tavr.config import RLStageConfig, TAVRConfig, load_config, to_dict
+from tavr.data.video import read_audio, read_video
+from tavr.eval.heldout import identity_heldout
+from tavr.pipeline import TAVRPipeline, to_frames
+from tavr.rl import grpo, lora
+from tavr.rl.rewards import combined
+from tavr.train import common
+from tavr.train.stage1 import LatentCache, rng
+
+
+class ClipMedia:
+    """Pixel frames and audio of cache windows, read from the clips (a few clips held in memory)."""
+
+    def __init__(self, manifest: str | Path, index: pd.DataFrame, window: int, fps: int, audio_rate: int):
+        self.root, self.index, self.window, self.fps, self.rate = Path(manifest).parent, index, window, fps, audio_rate
+        self.audio_path = pd.read_parquet(manifest).set_index("clip_id")["audio_path"]
+
+    @functools.lru_cache(maxsize=64)
+    def frames(self, row: int) -> np.ndarray:
+        """(window, H, W, 3) uint8 frames of cache row `row`."""
+        w = self.index.iloc[row]
+        return read_video(self.root / w["path"]).frames[w["start_frame"] : w["start_frame"] + self.window]
+
+    @functools.lru_cache(maxsize=64)
+    def audio(self, row: int) -> np.ndarray:
+        """(window / fps * audio_rate,) float32 audio of cache row `row`."""
+        w = self.index.iloc[row]
+        audio = read_audio(self.root / self.audio_path[w["clip_id"]], self.rate)
+        hop = self.rate / self.fps
+        return audio[round(w["start_frame"] * hop) : round((w["start_frame"] + self.window) * hop)]
+
+
+def make_reward(cfg: RLStageConfig):
+    weights = {k: w for k, w in (("identity", cfg.identity_weight), ("lipsync", cfg.lipsync_weight)) if w != 0}
+    if not weights:
+        raise ValueError("stage3: every reward weight is 0; set identity_weight or lipsync_weight")
+    kwargs = {"identity": {"frames": cfg.identity_frames}, "lipsync": {"max_lag": cfg.lipsync_max_lag}}
+    return combined(weights, **{k: v for k, v in kwargs.items() if k in weights})
+
+
+def _forward(model, x: torch.Tensor, sigma: float, b: dict) -> torch.Tensor:
+    t = torch.full((x.shape[0],), sigma * flow.NUM_TRAIN_TIMESTEPS)
+    return model(x, t, b["text"], background=b["background"], background_mask=b["mask"], reference=b["reference"],
+                 audio=b["audio"], reference_audio=b["reference_audio"], keep_ratio=1.0)  # fmt: skip
+
+
+@torch.no_grad()
+def rollout(model, b: dict, sigmas: torch.Tensor, cfg: RLStageConfig, generators: list[torch.Generator]) -> dict:
+    """SDE samples for batch `b` (B conditions, already repeated per group member).
+
+    Returns xs (T + 1, B, C, F', h, w): the states from noise to the sample; logp (T, B).
+    """
+    shape = b["x0"].shape[1:]
+    x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+    xs, logps = [x], []
+    for j in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[j]), float(sigmas[j + 1])
+        mean = grpo.sde_mean(x, _forward(model, x, s, b), s, s_next, cfg.noise_level, cfg.sigma_cap)
+        std = grpo.step_std(s, s_next, cfg.noise_level, cfg.sigma_cap)
+        eps = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+        x = mean + std * eps
+        xs.append(x)
+        logps.append(grpo.log_prob(x, mean, std))
+    return {"xs": torch.stack(xs), "logp": torch.stack(logps)}
+
+
+def step_loss(model, reference, b: dict, roll: dict, j: int, sigmas: torch.Tensor, adv: torch.Tensor,
+              cfg: RLStageConfig) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """The loss of sampler step j: clipped policy objective + kl_weight * KL to the reference model."""
+    s, s_next = float(sigmas[j]), float(sigmas[j + 1])
+    x, x_next = roll["xs"][j], roll["xs"][j + 1]
+    std = grpo.step_std(s, s_next, cfg.noise_level, cfg.sigma_cap)
+    mean = grpo.sde_mean(x, _forward(model, x, s, b), s, s_next, cfg.noise_level, cfg.sigma_cap)
+    policy, clipped = grpo.clipped_loss(grpo.log_prob(x_next, mean, std), roll["logp"][j], adv, cfg.clip_range)
+    with torch.no_grad():
+        mean_ref = grpo.sde_mean(x, reference(x, s, b), s, s_next, cfg.noise_level, cfg.sigma_cap)
+    kl = grpo.kl(mean, mean_ref, std).mean()
+    return policy + cfg.kl_weight * kl, {"policy_loss": policy.item(), "kl": kl.item(), "clip_frac": clipped.item()}
+
+
+def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str | None = "auto",
+          stop_after: int | None = None) -> dict:
+    """RL to `cfg.run.steps`; `stop_after` ends this invocation early (as in stage 1)."""
+    run, start = cfg.run, time.perf_counter()
+    if cfg.group_size < 2:
+        raise ValueError(f"stage3.group_size must be at least 2 (advantages compare samples); got {cfg.group_size}")
+    resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
+    accelerator = common.make_accelerator(run, cfg.run_dir)
+    common.seed_everything(run.seed)
+    common.RunDir(cfg.run_dir, config_dict, accelerator)
+
+    # policy from stage 2; the KL reference is a frozen copy, or the base weights under LoRA
+    init = TAVRPipeline.from_pretrained(cfg.init)
+    model, vae = init.transformer, init.vae
+    if cfg.lora_rank > 0:
+        lora.add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        ref_model = None
+    else:
+        ref_model = copy.deepcopy(model).requires_grad_(False).eval()
+
+    def reference(x, s, b):
+        if ref_model is not None:
+            return _forward(ref_model, x, s, b)
+        with lora.lora_disabled(model):
+            return _forward(model, x, s, b)
+
+    cache = LatentCache(cfg.cache)
+    window = root.latents.window_frames
+    media = ClipMedia(cfg.manifest, cache.index, window, root.generate.fps, root.generate.audio_rate)
+    reward_fn = make_reward(cfg)
+    rows = cache.rows("train")
+    order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay)
+    scheduler = common.make_scheduler(optimizer, run)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
+    sigmas = grpo.sigmas(cfg.sample_steps, cfg.shift)
+    n_train = min(cfg.train_timesteps, cfg.sample_steps)
+
+    step, prior_seconds = 0, 0.0
+    ckpt = common.resume_from(cfg.run_dir, resume)
+    if ckpt is not None:
+        step, data_state = common.load_checkpoint(ckpt, model, optimizer, scheduler, ema, accelerator=accelerator)
+        order.load_state_dict(data_state)
+        prior_seconds = float(data_state.get("seconds", 0.0))
+    tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
+    bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
+
+    rewards: list[float] = []
+    while step < run.steps:
+        # 1. rollout: batch_size conditions x group_size samples
+        targets = [int(rows[i]) for i in next(order)]
+        offset = accelerator.process_index * run.batch_size
+        refs = [cache.reference_for(r, cfg.pairing, rng(run.seed, step, offset + i, -1)) for i, r in enumerate(targets)]
+        g = cfg.group_size
+        b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)])
+        gens = [rng(run.seed, step, offset * g + i) for i in range(len(targets) * g)]
+        model.eval()
+        roll = rollout(model, b, sigmas, cfg, gens)
+
+        # 2. rewards -> group advantages
+        with torch.no_grad():
+            decoded = vae.decode(roll["xs"][-1])  # one batched call: the tiny VAE is overhead-bound per call
+            videos = [to_frames(decoded[i : i + 1]) for i in range(len(gens))]
+        cond = {"reference_frames": [media.frames(r) for r in refs for _ in range(g)],
+                "audio": [media.audio(t) for t in targets for _ in range(g)],
+                "audio_rate": root.generate.audio_rate, "fps": root.generate.fps}  # fmt: skip
+        scores, info = reward_fn(videos, cond)
+        groups = torch.arange(len(targets)).repeat_interleave(g)
+        adv = grpo.group_advantages(torch.from_numpy(scores), groups).clamp(-cfg.adv_clip, cfg.adv_clip)
+
+        # 3. updates over disjoint random subsets of the sampler steps
+        model.train()
+        chosen = torch.randperm(cfg.sample_steps, generator=rng(run.seed, step, -2))[:n_train].tolist()
+        logs: list[dict] = []
+        for part in np.array_split(np.array(chosen), max(1, min(cfg.updates_per_rollout, n_train))):
+            for j in part.tolist():
+                loss, parts = step_loss(model, reference, b, roll, j, sigmas, adv, cfg)
+                accelerator.backward(loss / len(part))
+                logs.append(parts)
+            common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
+        step += 1
+        ema.update(accelerator.unwrap_model(model))
+
+        mean_reward = float(accelerator.reduce(torch.tensor(float(scores.mean())), "mean"))
+        rewards.append(mean_reward)
+        bar.update(mean_reward, len(gens) * accelerator.num_processes)
+        if step % run.log_every == 0 or step == run.steps:
+            metrics = {"reward_mean": mean_reward, "reward_std": float(scores.std()), "lr": scheduler.get_last_lr()[0],
+                       **{k: float(np.mean([p[k] for p in logs])) for k in logs[0]}}  # fmt: skip
+            metrics.update({k: float(np.mean(info[k])) for k in ("identity", "lipsync") if k in info})
+            if "identity/faces" in info:
+                metrics["face_rate"] = float(np.mean(info["identity/faces"] > 0))
+            tracker.log(step, metrics)
+        if step % run.checkpoint_every == 0 or step == run.steps:
+            common.save_checkpoint(cfg.run_dir, step, model, optimizer, scheduler, ema, common.get_rng_state(),
+                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
+                                   run.keep_checkpoints, accelerator)  # fmt: skip
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            tracker.close()
+            return {}
+    bar.close()
+
+    metrics = {}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        ema.copy_to(final)
+        if cfg.lora_rank > 0:
+            lora.merge_lora(final)
+        final.eval()
+        pipe = TAVRPipeline(final, vae, init.config)
+        pipe.save_pretrained(cfg.out)
+        first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"))
+        metrics = {"steps": step, "reward_first": first, "reward_last": last, **identity_heldout(pipe, cfg.heldout)}
+        metrics["seconds"] = prior_seconds + time.perf_counter() - start
+        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    tracker.close()
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="stage3: Flow-GRPO RL on identity and lip-sync rewards.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    args = ap.parse_args(argv)
+    root = load_config(args.params if Path(args.params).is_file() else None)
+    config_dict = {"stage3": to_dict(root.stage3), "latents": to_dict(root.latents), "generate": to_dict(root.generate)}
+    metrics = train(root.stage3, root, config_dict, None if args.resume == "never" else args.resume)
+    if metrics:
+        print(json.dumps(metrics, indent=1))
+
+
+if __name__ == "__main__":
+    main()

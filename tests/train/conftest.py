@@ -1,0 +1,42 @@
+"""Shared fixtures of the training tests: a tiny ingested data set (with bench pairs) and a latent cache."""
+
+import pandas as pd
+import pytest
+
+from tavr.config import GenerateConfig, IngestConfig, LatentsConfig, RunConfig, SynthConfig, VAEStageConfig
+from tavr.data import synth
+from tavr.data.ingest import ingest
+from tavr.data.pairs import make_pairs, write_pairs
+from tavr.train import stage0_vae
+from tavr.train.latents import encode_cache
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    cfg = synth.resized(SynthConfig(scenes_per_identity=2, clips_per_scene=1, workers=2), 3, 4)
+    synth.generate(cfg, root / "synth")
+    ingest([root / "synth"], root / "clips", IngestConfig(workers=2))
+    manifest = root / "clips" / "manifest.parquet"
+    write_pairs(root / "bench_pairs.json", make_pairs(pd.read_parquet(manifest), 2), root / "clips")
+    return manifest
+
+
+def _vae_cfg(tmp, manifest, steps, name="run"):
+    run = RunConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=2, ema_decay=0.0, checkpoint_every=2, log_every=1, tracker="none")
+    return VAEStageConfig(run=run, stats_windows=3, manifest=str(manifest), out=str(tmp / name / "vae"), run_dir=str(tmp / name / "run"))
+
+
+@pytest.fixture(scope="session")
+def vae_cfg():
+    """The stage-0 config factory: vae_cfg(tmp, manifest, steps, name)."""
+    return _vae_cfg
+
+
+@pytest.fixture(scope="session")
+def cache(clips, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    cfg = _vae_cfg(tmp, clips, 2)
+    stage0_vae.train(cfg, {})
+    encode_cache(LatentsConfig(vae=cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
+    return tmp
