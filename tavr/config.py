@@ -170,11 +170,11 @@ class VAEStageConfig:
 
     run: RunConfig = field(default_factory=_run(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, ema_decay=0.0, checkpoint_every=100, log_every=10))
     preset: str = "tiny"  # a preset of tavr.models.vae
-    frames: int = 9  # frames per training crop (4k + 1); >= 9 so that a 4-frame chunk after a chunk is trained
+    frames: int = 25  # frames per training crop (4k + 1): the cache's window, so every chunk position is trained
     eval_frames: int = 25  # frames per bench clip in the PSNR metric (the latent cache's window length)
-    crop: int = 64  # pixels per training crop side
+    crop: int = 32  # pixels per training crop side
     kl_weight: float = 1e-6
-    stats_windows: int = 48  # windows used to estimate the per-channel latent mean and std
+    stats_windows: int = 16  # windows used to estimate the per-channel latent mean and std
     manifest: str = "data/clips/manifest.parquet"
     out: str = "models/vae"
     run_dir: str = "runs/vae"
@@ -233,7 +233,6 @@ class RLStageConfig:
     init: str = "models/stage2"  # the policy's start and the KL reference
     cache: str = "data/latents"
     manifest: str = "data/clips/manifest.parquet"  # reference frames and driving audio for the rewards
-    vae: str = "models/vae"
     out: str = "models/stage3"
     run_dir: str = "runs/stage3"
     pairing: str = "cross_scene"  # reference of each rollout condition (batch_size conditions per step)

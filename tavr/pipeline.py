@@ -61,7 +61,7 @@ def to_frames(video: torch.Tensor) -> np.ndarray:
 
 def mask_to_latent(mask: np.ndarray, spatial: int = 8) -> torch.Tensor:
     """Person mask (F, H, W) bool (F = 4k + 1) -> (1, 1, F', H/8, W/8) float, max over each latent cell."""
-    m = torch.from_numpy(np.ascontiguousarray(mask)).float()[:, None]  # (F, 1, H, W)
+    m = torch.from_numpy(np.array(mask, dtype=np.float32))[:, None]  # (F, 1, H, W); a copy: masks may be read-only views
     m = F.max_pool2d(m, spatial)  # (F, 1, h, w)
     groups = [m[:1]] + [m[i : i + 4] for i in range(1, m.shape[0], 4)]
     return torch.stack([g.amax(dim=0) for g in groups], dim=1)[None]  # (1, 1, F', h, w)

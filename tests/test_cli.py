@@ -71,3 +71,18 @@ def test_config_command_prints_the_resolved_tree(tmp_path, monkeypatch):
     assert res.exit_code == 0
     tree = json.loads(res.stdout)
     assert tree["synth"]["seed"] == 9 and tree["ingest"]["size"] == 256
+
+
+def test_train_commands_explain_bad_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["train", "--help"])
+    assert res.exit_code == 0
+    for stage in ("vae", "latents", "stage1", "stage2", "stage3", "summary"):
+        assert stage in res.output
+    (tmp_path / "bad.yaml").write_text("stage3:\n  group_sise: 4\n")
+    res = runner.invoke(app, ["train", "stage3", "--params", "bad.yaml"])
+    assert res.exit_code == 2 and "stage3.group_sise" in res.output
+    res = runner.invoke(app, ["train", "stage3"])  # defaults, but no stage-2 model here
+    assert res.exit_code == 2 and "models/stage2" in " ".join(res.output.split())
+    res = runner.invoke(app, ["train", "summary"])
+    assert res.exit_code == 2 and "dvc repro vae" in " ".join(res.output.split())

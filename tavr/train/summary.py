@@ -22,10 +22,9 @@ import json
 from pathlib import Path
 
 from tavr.files import write_json
-from tavr.train.common import logged_series
 
 KEYS = {
-    "vae": ("seconds", "psnr"),
+    "vae": ("seconds", "psnr_bench"),
     "stage1": ("seconds", "loss_first", "loss_last", "identity_heldout", "heldout_face_rate", "val_loss"),
     "stage2": ("seconds", "loss_first", "loss_last", "identity_heldout", "heldout_face_rate", "val_loss"),
     "stage3": ("seconds", "reward_first", "reward_last", "identity_heldout", "heldout_face_rate"),
@@ -41,6 +40,7 @@ def summarize(models: str | Path = "models", latents_seconds: float | None = Non
             raise FileNotFoundError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
         metrics = json.loads(path.read_text())
         out[stage] = {k: metrics.get(k) for k in keys}
+    out["vae"]["psnr"] = out["vae"].pop("psnr_bench")  # reconstruction PSNR (dB) on 25-frame bench windows
     seconds = [out[s]["seconds"] for s in KEYS] + ([latents_seconds] if latents_seconds is not None else [])
     out["chain_seconds"] = float(sum(s for s in seconds if s is not None))
     s1, s2, s3 = out["stage1"], out["stage2"], out["stage3"]
@@ -56,24 +56,38 @@ def summarize(models: str | Path = "models", latents_seconds: float | None = Non
     return out
 
 
+def _curve(run_dir: Path, name: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one dvclive metric; empty when it was never logged."""
+    path = run_dir / "dvclive" / "plots" / "metrics" / f"{name}.tsv"
+    if not path.is_file():
+        return [], []
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t").sort_values("step")
+    return table["step"].tolist(), table[name].tolist()
+
+
 def plot_curves(runs: str | Path, path: str | Path) -> None:
-    """Loss (stages 1-2) and reward (stage 3) against step, one panel each."""
+    """Loss of stages 1-2 on one step axis (stage 2 continues where stage 1 ended), stage-3 rewards."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = Path(runs)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    offset = 0
     for stage in ("stage1", "stage2"):
-        values = logged_series(Path(runs) / stage, "loss")
-        ax1.plot(range(1, len(values) + 1), values, label=stage)
-    ax1.set(title="flow-matching loss (per log interval)", xlabel="log point", ylabel="loss")
+        steps, values = _curve(runs / stage, "loss")
+        ax1.plot([offset + s for s in steps], values, label=stage)
+        offset += steps[-1] if steps else 0
+    ax1.set(title="flow-matching loss", xlabel="step (stage 2 continues stage 1)", ylabel="loss")
     ax1.legend()
     for name in ("reward_mean", "identity", "lipsync"):
-        values = logged_series(Path(runs) / "stage3", name)
-        if values:
-            ax2.plot(range(1, len(values) + 1), values, label=name)
-    ax2.set(title="stage 3 rewards", xlabel="step", ylabel="reward")
+        steps, values = _curve(runs / "stage3", name)
+        if steps:
+            ax2.plot(steps, values, marker="o", label=name)
+    ax2.set(title="stage 3 rewards (mean over the rollout)", xlabel="step", ylabel="reward")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -28,7 +28,7 @@ def stage2_model(cache, tmp_path_factory):
 def _rl_cfg(cache, clips, init, tmp, name, steps, **kw):
     run = RunConfig(steps=steps, batch_size=1, lr=1e-3, warmup_steps=0, schedule="constant", ema_decay=0.0,
                     checkpoint_every=1, log_every=1, tracker="none")  # fmt: skip
-    return RLStageConfig(run=run, init=str(init), cache=str(cache / "latents"), manifest=str(clips), vae=str(cache / "run/vae"),
+    return RLStageConfig(run=run, init=str(init), cache=str(cache / "latents"), manifest=str(clips),
                          out=str(tmp / name / "model"), run_dir=str(tmp / name / "run"), group_size=2, sample_steps=3,
                          train_timesteps=2, identity_frames=1, heldout=HeldoutConfig(count=0), **kw)  # fmt: skip
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tavr.config import FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, TAVRConfig
+from tavr.config import FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, RunConfig, TAVRConfig
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline
 from tavr.train import stage0_vae, stage1
