@@ -220,6 +220,7 @@ class FlowStageConfig:
     min_keep_ratio: float = 0.25  # each step keeps a random share of reference tokens in [min, 1]
     drop_reference: float = 0.1  # chance a batch trains without the reference (for guidance)
     drop_audio: float = 0.1  # chance a batch trains without audio (for guidance)
+    motion_prob: float = 0.3  # chance a batch continues clips: targets get their previous window's end as motion latents
     val_batches: int = 4  # held-out batches (bench windows, cross-scene references) for the validation loss
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 

@@ -8,7 +8,10 @@ stage 1) or a window of the same identity filmed in another scene (`cross_scene`
 stage 2). The target background is the target latent with the person's cells
 zeroed. The loss is the flow-matching velocity error, weighted up inside the person
 mask. Each step keeps a random share of reference tokens, so token selection learns
-every budget, and drops the reference or the audio now and then, for guidance.
+every budget, and drops the reference or the audio now and then, for guidance. A share
+`motion_prob` of steps continues a clip, as long-video inference does: each target is a
+window with one before it in its clip, and the last `generate.motion_frames` latent frames
+of that window enter as motion tokens.
 Writes
 
     out/                          a pipeline folder (TAVRPipeline.from_pretrained), EMA weights
@@ -54,6 +57,9 @@ class LatentCache:
         for _, me in t.iterrows():
             self.candidates["same_scene"].append(t.index[(t["clip_id"] == me["clip_id"]) & (t["window"] != me["window"])].to_numpy())
             self.candidates["cross_scene"].append(t.index[(t["identity"] == me["identity"]) & (t["scene"] != me["scene"])].to_numpy())
+        # the window just before each one in its clip (-1 for a clip's first window): its motion latents
+        row_of = {(c, w): i for i, (c, w) in enumerate(zip(t["clip_id"], t["window"]))}
+        self.previous = np.array([row_of.get((c, w - 1), -1) for c, w in zip(t["clip_id"], t["window"])])
 
     def rows(self, split: str) -> np.ndarray:
         return self.index.index[self.index["split"] == split].to_numpy()
@@ -68,16 +74,34 @@ class LatentCache:
             raise ValueError(f"window {me['clip_id']}#{me['window']} has no {pairing} reference")
         return int(cands[int(torch.randint(len(cands), (1,), generator=generator))])
 
-    def batch(self, targets: list[int], refs: list[int]) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch: x0, mask (B, 1, F', h, w), background, reference, audio windows."""
+    def with_previous(self, row: int) -> int:
+        """`row` if its clip has a window before it, else the clip's next window (a motion step's target)."""
+        if self.previous[row] >= 0:
+            return row
+        nxt = np.flatnonzero(self.previous == row)
+        if len(nxt) == 0:
+            me = self.index.iloc[row]
+            raise ValueError(f"clip {me['clip_id']} has one window: no motion latents to train with")
+        return int(nxt[0])
+
+    def batch(self, targets: list[int], refs: list[int], motion_frames: int = 0) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch: x0, mask (B, 1, F', h, w), background, reference, audio windows;
+        with `motion_frames`, "motion" (B, C, motion_frames, h, w): the last latent frames of each
+        target's previous window (every target must have one: see `with_previous`)."""
         t = self.tensors
         x0 = t["latent"][targets].float()  # (B, C, F', h, w)
         mask = t["mask"][targets].float()  # (B, 1, F', h, w)
-        return {
+        out = {
             "x0": x0, "mask": mask, "background": masked_background(x0, mask),
             "reference": t["latent"][refs].float(), "audio": t["audio"][targets].float(),
             "reference_audio": t["audio"][refs].float(), "text": self.text.expand(len(targets), -1, -1),
         }  # fmt: skip
+        if motion_frames > 0:
+            prev = self.previous[targets]
+            if (prev < 0).any():
+                raise ValueError("a motion batch needs targets that have a previous window")
+            out["motion"] = t["latent"][prev][:, :, -motion_frames:].float()
+        return out
 
 
 def rng(*key: int) -> torch.Generator:
@@ -104,6 +128,7 @@ def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: 
         background=b["background"], background_mask=b["mask"],
         reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
         reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
+        motion=b.get("motion"),
     )  # fmt: skip
     target, weight = flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"]
     return torch.stack([flow.loss(pred[i], target[i], weight[i]) for i in range(len(x0))]).mean()
@@ -151,6 +176,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         model = TAVRTransformer3DModel(root.model)
     cache = LatentCache(cfg.cache)
     rows = cache.rows("train")
+    motion_frames = root.generate.motion_frames if cfg.motion_prob > 0 else 0
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
     scheduler = common.make_scheduler(optimizer, run)
@@ -176,12 +202,15 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
                 targets = [int(rows[i]) for i in next(order)]
                 offset = accelerator.process_index * run.batch_size  # place of this rank's samples in the global batch
                 gens = [rng(run.seed, micro, offset + i) for i in range(len(targets))]
-                refs = [cache.reference_for(r, cfg.pairing, g) for r, g in zip(targets, gens)]
                 g = rng(run.seed, micro, -1)  # per-step choices, identical on every rank
                 keep = float(torch.empty(1).uniform_(cfg.min_keep_ratio, 1.0, generator=g))
                 use_ref = bool(torch.rand(1, generator=g) >= cfg.drop_reference)
                 use_audio = bool(torch.rand(1, generator=g) >= cfg.drop_audio)
-                loss = flow_loss(model, cache.batch(targets, refs), cfg, keep, use_ref, use_audio, gens)
+                motion = motion_frames if bool(torch.rand(1, generator=g) < cfg.motion_prob) else 0
+                if motion:  # continue a clip: targets with a window before them, whose end is the motion
+                    targets = [cache.with_previous(r) for r in targets]
+                refs = [cache.reference_for(r, cfg.pairing, gn) for r, gn in zip(targets, gens)]
+                loss = flow_loss(model, cache.batch(targets, refs, motion), cfg, keep, use_ref, use_audio, gens)
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -174,3 +175,30 @@ def test_two_processes_match_one_with_the_same_global_batch(cache, tmp_path):
     two = pd.read_csv(tmp_path / "two/run/dvclive/plots/metrics/loss.tsv", sep="\t")["loss"].to_numpy()
     assert len(one) == len(two) == 3
     assert abs(one - two).max() < 1e-4 * abs(one).max(), (one, two)
+
+
+def test_motion_steps_continue_clips_and_train_the_motion_embedding(cache, tmp_path):
+    from tavr.train.stage1 import LatentCache
+
+    lc = LatentCache(cache / "latents")
+    for row in range(len(lc.index)):
+        me, prev = lc.index.iloc[row], lc.previous[row]
+        if me["window"] == 0:
+            assert prev == -1
+            nxt = lc.index.iloc[lc.with_previous(row)]
+            assert nxt["clip_id"] == me["clip_id"] and nxt["window"] == 1
+        else:
+            assert lc.index.iloc[prev]["clip_id"] == me["clip_id"] and lc.index.iloc[prev]["window"] == me["window"] - 1
+            assert lc.with_previous(row) == row
+    second = [r for r in range(len(lc.index)) if lc.previous[r] >= 0][:2]
+    b = lc.batch(second, second, motion_frames=1)
+    assert torch.equal(b["motion"], lc.tensors["latent"][lc.previous[second]][:, :, -1:].float())
+    with pytest.raises(ValueError, match="previous window"):
+        lc.batch([int(np.flatnonzero(lc.previous < 0)[0])], [0], motion_frames=1)
+
+    root = TAVRConfig()
+    for prob in (0.0, 1.0):
+        cfg = _flow_cfg(cache, tmp_path, 2, f"motion{prob}", motion_prob=prob)
+        stage1.train(cfg, root, {})
+        emb = TAVRPipeline.from_pretrained(cfg.out).transformer.motion_embedding
+        assert (emb.abs().sum() > 0) == (prob > 0)  # starts at zero; only motion steps move it
