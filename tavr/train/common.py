@@ -287,6 +287,30 @@ def load_checkpoint(path, model, optimizer, scheduler=None, ema: EMA | None = No
     return state["step"], state["data"]
 
 
+def after_step(run: RunConfig, run_dir, step: int, model, optimizer, scheduler, ema: EMA | None, data_state: dict,
+               accelerator: Accelerator, stop_after: int | None) -> bool:  # fmt: skip
+    """Every stage's end of step: checkpoint when `checkpoint_every` divides `step` or at the last step;
+    True when this invocation must stop here (`stop_after`, for preemptible jobs and tests)."""
+    if step % run.checkpoint_every == 0 or step == run.steps:
+        save_checkpoint(run_dir, step, model, optimizer, scheduler, ema, get_rng_state(), data_state,
+                        run.keep_checkpoints, accelerator)  # fmt: skip
+    return stop_after is not None and step >= stop_after
+
+
+def stage_args(description: str, argv: list[str] | None = None):
+    """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder)."""
+    import argparse
+
+    from tavr.config import load_config
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--params", default="params.yaml", help="params file (defaults only when it does not exist)")
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    args = ap.parse_args(argv)
+    root = load_config(args.params if Path(args.params).is_file() else None)
+    return root, None if args.resume == "never" else args.resume
+
+
 def _finished(root: Path) -> list[Path]:
     """Complete checkpoint folders under `root`, oldest first (`.tmp` and `.old` ones are not)."""
     found = [p for p in root.glob("step_*") if _STEP_DIR.fullmatch(p.name)] if root.is_dir() else []

@@ -15,7 +15,6 @@ the weights, so later stages see normalised latents. Writes
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tavr.config import VAEStageConfig, load_config, to_dict
+from tavr.config import VAEStageConfig, to_dict
 from tavr.data.video import read_video
 from tavr.models.vae import PRESETS, TAVRVAE
 from tavr.pipeline import to_video_tensor
@@ -119,11 +118,8 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
         bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)
         if step % run.log_every == 0 or step == run.steps:
             tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "kl": kl.item(), "lr": scheduler.get_last_lr()[0]})
-        if step % run.checkpoint_every == 0 or step == run.steps:
-            common.save_checkpoint(cfg.run_dir, step, vae, optimizer, scheduler, None, common.get_rng_state(),
-                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
-                                   run.keep_checkpoints, accelerator)  # fmt: skip
-        if stop_after is not None and step >= stop_after:
+        data_state = {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start}
+        if common.after_step(run, cfg.run_dir, step, vae, optimizer, scheduler, None, data_state, accelerator, stop_after):
             bar.close()
             tracker.close()
             return {}
@@ -148,12 +144,8 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Stage 0: train the tiny VAE on the ingested clips.")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.params if Path(args.params).is_file() else None)
-    metrics = train(cfg.vae, to_dict(cfg.vae), None if args.resume == "never" else args.resume)
+    cfg, resume = common.stage_args("Stage 0: train the tiny VAE on the ingested clips.", argv)
+    metrics = train(cfg.vae, to_dict(cfg.vae), resume)
     if metrics:
         print(json.dumps(metrics, indent=1))
 

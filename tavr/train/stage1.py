@@ -22,7 +22,6 @@ Writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -34,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 from tavr import flow
-from tavr.config import FlowStageConfig, TAVRConfig, load_config, to_dict
+from tavr.config import FlowStageConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import TAVRVAE
@@ -220,11 +219,8 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)
         if step % run.log_every == 0 or step == run.steps:
             tracker.log(step, {"loss": float(np.mean(losses[-run.log_every :])), "lr": scheduler.get_last_lr()[0]})
-        if step % run.checkpoint_every == 0 or step == run.steps:
-            common.save_checkpoint(cfg.run_dir, step, model, optimizer, scheduler, ema, common.get_rng_state(),
-                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
-                                   run.keep_checkpoints, accelerator)  # fmt: skip
-        if stop_after is not None and step >= stop_after:
+        data_state = {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start}
+        if common.after_step(run, cfg.run_dir, step, model, optimizer, scheduler, ema, data_state, accelerator, stop_after):
             bar.close()
             tracker.close()
             return {}
@@ -253,14 +249,10 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
 
 
 def main(argv: list[str] | None = None, section: str = "stage1") -> None:
-    ap = argparse.ArgumentParser(description=f"{section}: flow-matching training on the latent cache.")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
-    args = ap.parse_args(argv)
-    root = load_config(args.params if Path(args.params).is_file() else None)
+    root, resume = common.stage_args(f"{section}: flow-matching training on the latent cache.", argv)
     cfg = getattr(root, section)
     config_dict = {section: to_dict(cfg), "model": to_dict(root.model)}
-    metrics = train(cfg, root, config_dict, None if args.resume == "never" else args.resume)
+    metrics = train(cfg, root, config_dict, resume)
     if metrics:
         print(json.dumps(metrics, indent=1))
 

@@ -24,7 +24,6 @@ Writes
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import json
@@ -36,7 +35,7 @@ import pandas as pd
 import torch
 
 from tavr import flow
-from tavr.config import RLStageConfig, TAVRConfig, load_config, to_dict
+from tavr.config import RLStageConfig, TAVRConfig, to_dict
 from tavr.data.video import read_audio, read_video
 from tavr.eval.heldout import identity_heldout
 from tavr.pipeline import TAVRPipeline, to_frames
@@ -122,6 +121,9 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     run, start = cfg.run, time.perf_counter()
     if cfg.group_size < 2:
         raise ValueError(f"stage3.group_size must be at least 2 (advantages compare samples); got {cfg.group_size}")
+    if cfg.train_timesteps < 1 or cfg.updates_per_rollout < 1 or cfg.noise_level <= 0:
+        raise ValueError("stage3 needs train_timesteps >= 1, updates_per_rollout >= 1 and noise_level > 0 "
+                         f"(got {cfg.train_timesteps}, {cfg.updates_per_rollout}, {cfg.noise_level})")
     resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
     accelerator = common.make_accelerator(run, cfg.run_dir)
     common.seed_everything(run.seed)
@@ -210,11 +212,8 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
             if "identity/faces" in info:
                 metrics["face_rate"] = float(np.mean(info["identity/faces"] > 0))
             tracker.log(step, metrics)
-        if step % run.checkpoint_every == 0 or step == run.steps:
-            common.save_checkpoint(cfg.run_dir, step, model, optimizer, scheduler, ema, common.get_rng_state(),
-                                   {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start},
-                                   run.keep_checkpoints, accelerator)  # fmt: skip
-        if stop_after is not None and step >= stop_after:
+        data_state = {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start}
+        if common.after_step(run, cfg.run_dir, step, model, optimizer, scheduler, ema, data_state, accelerator, stop_after):
             bar.close()
             tracker.close()
             return {}
@@ -239,13 +238,9 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="stage3: Flow-GRPO RL on identity and lip-sync rewards.")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
-    args = ap.parse_args(argv)
-    root = load_config(args.params if Path(args.params).is_file() else None)
+    root, resume = common.stage_args("stage3: Flow-GRPO RL on identity and lip-sync rewards.", argv)
     config_dict = {"stage3": to_dict(root.stage3), "latents": to_dict(root.latents), "generate": to_dict(root.generate)}
-    metrics = train(root.stage3, root, config_dict, None if args.resume == "never" else args.resume)
+    metrics = train(root.stage3, root, config_dict, resume)
     if metrics:
         print(json.dumps(metrics, indent=1))
 

@@ -100,7 +100,10 @@ def test_identity_heldout_scores_bench_pairs_deterministically(clips, stage2_mod
     assert identity_heldout(pipe, HeldoutConfig(count=0)) == {}
 
 
-def test_stage3_rejects_groups_of_one(cache, clips, stage2_model, tmp_path):
+def test_stage3_rejects_settings_that_cannot_learn(cache, clips, stage2_model, tmp_path):
     cfg = dataclasses.replace(_rl_cfg(cache, clips, stage2_model, tmp_path, "g1", 1), group_size=1)
     with pytest.raises(ValueError, match="group_size"):
+        stage3_rl.train(cfg, TAVRConfig(), {})
+    cfg = dataclasses.replace(_rl_cfg(cache, clips, stage2_model, tmp_path, "t0", 1), train_timesteps=0)
+    with pytest.raises(ValueError, match="train_timesteps"):
         stage3_rl.train(cfg, TAVRConfig(), {})
