@@ -8,6 +8,7 @@ Counting convention: a *step* is one optimizer update (`grad_accum` micro-batche
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
-from tavr.config import RunConfig
+from tavr.config import RunConfig, load_config
 from tavr.files import write_json
 
 
@@ -299,10 +300,6 @@ def after_step(run: RunConfig, run_dir, step: int, model, optimizer, scheduler, 
 
 def stage_args(description: str, argv: list[str] | None = None):
     """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder)."""
-    import argparse
-
-    from tavr.config import load_config
-
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--params", default="params.yaml", help="params file (defaults only when it does not exist)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")

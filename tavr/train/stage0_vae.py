@@ -26,6 +26,7 @@ import torch
 
 from tavr.config import VAEStageConfig, to_dict
 from tavr.data.video import read_video
+from tavr.files import write_json
 from tavr.models.vae import PRESETS, TAVRVAE
 from tavr.pipeline import to_video_tensor
 from tavr.train import common
@@ -137,7 +138,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
             "steps": step, "loss_first": first, "loss_last": last,
             "psnr_bench": psnr(model, bench_paths[:8], cfg.eval_frames), "seconds": prior_seconds + time.perf_counter() - start,
         }  # fmt: skip
-        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))  # curves stay per step
+        write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)  # curves stay per step
     tracker.close()
     accelerator.wait_for_everyone()
     return metrics

@@ -35,6 +35,7 @@ from safetensors.torch import load_file
 from tavr import flow
 from tavr.config import FlowStageConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
+from tavr.files import write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline, masked_background
@@ -111,6 +112,18 @@ def rng(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(h)
 
 
+def predict(model, x: torch.Tensor, timestep: torch.Tensor, b: dict, keep_ratio: float = 1.0, use_ref: bool = True,
+            use_audio: bool = True) -> torch.Tensor:  # fmt: skip
+    """The velocity the model predicts for noisy latents x (B, C, F', h, w) at `timestep` (B,), conditioned
+    on batch `b` from `LatentCache.batch` (its motion latents too, when it has them)."""
+    return model(
+        x, timestep, b["text"], background=b["background"], background_mask=b["mask"],
+        reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
+        reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
+        motion=b.get("motion"),
+    )  # fmt: skip
+
+
 def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: bool, use_audio: bool,
               generators: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
     """Velocity error at a random noise level, weighted up inside the person mask.
@@ -122,13 +135,7 @@ def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: 
     x0 = b["x0"]
     sigma = torch.cat([flow.sample_sigmas(1, cfg.shift, generator=g) for g in generators])  # (B,)
     noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators])
-    pred = model(
-        flow.interpolate(x0, noise, sigma), sigma * flow.NUM_TRAIN_TIMESTEPS, b["text"],
-        background=b["background"], background_mask=b["mask"],
-        reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
-        reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
-        motion=b.get("motion"),
-    )  # fmt: skip
+    pred = predict(model, flow.interpolate(x0, noise, sigma), sigma * flow.NUM_TRAIN_TIMESTEPS, b, keep_ratio, use_ref, use_audio)
     target, weight = flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"]
     return torch.stack([flow.loss(pred[i], target[i], weight[i]) for i in range(len(x0))]).mean()
 
@@ -242,7 +249,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
             "val_loss": validation_loss(final, cache, cfg), **identity_heldout(pipe, cfg.heldout),
         }  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
-        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))  # curves stay per step
+        write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)  # curves stay per step
     tracker.close()
     accelerator.wait_for_everyone()
     return metrics

@@ -38,11 +38,12 @@ from tavr import flow
 from tavr.config import RLStageConfig, TAVRConfig, to_dict
 from tavr.data.video import read_audio, read_video
 from tavr.eval.heldout import identity_heldout
+from tavr.files import write_json
 from tavr.pipeline import TAVRPipeline, to_frames
 from tavr.rl import grpo, lora
 from tavr.rl.rewards import combined
 from tavr.train import common
-from tavr.train.stage1 import LatentCache, rng
+from tavr.train.stage1 import LatentCache, predict, rng
 
 
 class ClipMedia:
@@ -76,9 +77,8 @@ def make_reward(cfg: RLStageConfig):
 
 
 def _forward(model, x: torch.Tensor, sigma: float, b: dict) -> torch.Tensor:
-    t = torch.full((x.shape[0],), sigma * flow.NUM_TRAIN_TIMESTEPS)
-    return model(x, t, b["text"], background=b["background"], background_mask=b["mask"], reference=b["reference"],
-                 audio=b["audio"], reference_audio=b["reference_audio"], keep_ratio=1.0)  # fmt: skip
+    """The velocity at noise level `sigma` (one for the batch) with every condition and all reference tokens."""
+    return predict(model, x, torch.full((x.shape[0],), sigma * flow.NUM_TRAIN_TIMESTEPS), b)
 
 
 @torch.no_grad()
@@ -231,7 +231,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"))
         metrics = {"steps": step, "reward_first": first, "reward_last": last, **identity_heldout(pipe, cfg.heldout)}
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
-        (Path(cfg.out) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)
     tracker.close()
     accelerator.wait_for_everyone()
     return metrics
