@@ -266,6 +266,72 @@ def train_summary(out: Annotated[Path, typer.Option(help="folder for summary.jso
         raise typer.Exit(2) from e
 
 
+@app.command()
+def serve(
+    model_dir: Annotated[Optional[Path], typer.Option(help="pipeline folder to serve (default: serve.model_dir)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default: serve.port)")] = None,
+    allowed_root: Annotated[Optional[Path], typer.Option(help="folder that <field>_uri inputs may read from")] = None,
+    queue_size: Annotated[Optional[int], typer.Option(help="requests that may wait behind the running one")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Serve a pipeline folder over KServe's V1 and V2 protocols (ready after a warm-up generation)."""
+    from tavr.serve.predictor import serve as run_server
+
+    cfg = _config(params).serve
+    given = {"model_dir": model_dir, "port": port, "allowed_root": allowed_root, "queue_size": queue_size}
+    cfg = dataclasses.replace(cfg, **{k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None})
+    console.print(f"loading {cfg.model_dir} and warming up; then serving http://0.0.0.0:{cfg.port}/v1/models/{cfg.name}:predict")
+    try:
+        run_server(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+client_app = typer.Typer(help="Call a running TAVR server.", no_args_is_help=True)
+app.add_typer(client_app, name="client")
+
+
+@client_app.command("generate")
+def client_generate(
+    reference: Annotated[Path, typer.Option(help="reference video of the person")],
+    background: Annotated[Path, typer.Option(help="target background: an image or a video")],
+    audio: Annotated[Path, typer.Option(help="driving audio (wav/mp3/flac)")],
+    out: Annotated[Path, typer.Option(help="mp4 to write")],
+    url: Annotated[str, typer.Option(help="server base URL")] = "http://localhost:8080",
+    name: Annotated[str, typer.Option(help="model name on the server")] = "tavr",
+    protocol: Annotated[str, typer.Option(help="v1 or v2 (Open Inference Protocol)")] = "v1",
+    reference_audio: Annotated[Optional[Path], typer.Option(help="reference audio (default: the reference video's)")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="text prompt")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="denoising steps (default: the model's)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="noise seed")] = None,
+    keep_ratio: Annotated[Optional[float], typer.Option(help="share of reference tokens kept, (0, 1]")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="guidance scale (1 = off)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 900.0,
+    retries: Annotated[int, typer.Option(help="retries after a 503 (the server's Retry-After apart)")] = 3,
+) -> None:
+    """Send files to a TAVR server and write the generated mp4."""
+    import httpx
+
+    from tavr.serve.client import ClientError, generate as client_call
+
+    try:
+        answer = client_call(
+            url, reference, background, audio, out, name=name, protocol=protocol, reference_audio=reference_audio,
+            timeout=timeout, retries=retries, prompt=prompt, steps=steps, seed=seed, keep_ratio=keep_ratio, guidance=guidance,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    except ClientError as e:
+        console.print(f"[red]server answered:[/red] {e}")
+        raise typer.Exit(1) from e
+    except httpx.HTTPError as e:
+        console.print(f"[red]cannot reach {url}:[/red] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"wrote {out}: {answer['duration_s']:.2f} s of video in {answer['seconds']:.1f} s (model {answer['model_version']})")
+
+
 @app.command("config")
 def show_config(params: ParamsOpt = None) -> None:
     """Print the resolved config tree (defaults, preset and params.yaml merged)."""

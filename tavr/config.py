@@ -257,6 +257,26 @@ class RLStageConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The KServe predictor (`tavr serve`): limits every request is checked against."""
+
+    model_dir: str = "models/export"  # a pipeline folder (TAVRPipeline.from_pretrained)
+    name: str = "tavr"  # the model name in /v1/models/<name>:predict and /v2/models/<name>/infer
+    port: int = 8080
+    version: str = ""  # model_version in answers ("" = folder name + content hash)
+    allowed_root: str = ""  # <field>_uri inputs are read only below this folder ("" = paths refused)
+    max_request_mb: float = 32.0  # request body
+    max_audio_seconds: float = 20.0  # driving audio
+    max_reference_seconds: float = 10.0  # longer reference videos are cut to this
+    max_steps: int = 50
+    max_instances: int = 2  # instances per request, generated one after another
+    queue_size: int = 2  # requests waiting behind the running one; more are answered 503
+    retry_after_s: int = 10  # the Retry-After header of a 503
+    timeout_s: float = 600.0  # a generation running longer is cancelled (504); a request may ask for less
+    warmup_steps: int = 1  # denoising steps of the warm-up generation that precedes readiness
+
+
+@dataclass(frozen=True)
 class TAVRConfig:
     """The root: one section per stage, plus the preset that was applied."""
 
@@ -276,6 +296,7 @@ class TAVRConfig:
         )
     )
     stage3: RLStageConfig = field(default_factory=RLStageConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 # Named overrides applied under the file's own values. `tiny` is the embedded

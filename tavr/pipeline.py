@@ -82,6 +82,11 @@ def reference_length(frames: int, cap: int) -> int:
     return n - (n - 1) % 4 if n >= 1 else 0
 
 
+def face_sample(reference: np.ndarray) -> np.ndarray:
+    """The reference frames (about 8) searched for the person when the background shows none."""
+    return reference[:: max(1, len(reference) // 8)]
+
+
 class TAVRPipeline:
     def __init__(self, transformer: TAVRTransformer3DModel, vae: TAVRVAE, config: GenerateConfig):
         self.transformer, self.vae, self.config = transformer.eval(), vae.eval(), config
@@ -154,7 +159,7 @@ class TAVRPipeline:
         boxes, found = track_faces(background, 2 * size)
         if found.any():
             return box_mask(boxes, size, size)
-        boxes, found = track_faces(reference[:: max(1, len(reference) // 8)], 2 * size)
+        boxes, found = track_faces(face_sample(reference), 2 * size)
         box = np.median(boxes[found], axis=0, keepdims=True)
         return np.repeat(box_mask(box, size, size), len(background), axis=0)
 

@@ -1,0 +1,270 @@
+"""One generation request: checked JSON fields -> decoded inputs (`Job`), or a `RequestError`.
+
+A V1 instance and a V2 request carry the same fields (V2 as named inputs):
+
+    field                       JSON / V2 type      rule
+    reference_video             base64 / BYTES      required: a video (mp4, mov, webm, ...) with a face
+    reference_audio             base64 / BYTES      optional: audio or video; default: the reference's own
+    target_background           base64 / BYTES      required: an image (png, jpg, ...) or a video
+    driving_audio               base64 / BYTES      required: wav, mp3, flac (or a video's audio),
+                                                    0 < duration <= serve.max_audio_seconds
+    <media field>_uri           string / BYTES      instead of the base64 field: a path or file:// URI
+                                                    below serve.allowed_root
+    prompt                      string / BYTES      at most 2000 characters
+    steps                       int / INT32         1 .. serve.max_steps (default: the model's)
+    seed                        int / INT32/INT64   >= 0
+    keep_ratio                  number / FP32       (0, 1]
+    guidance                    number / FP32       1 .. 20, both guidance scales (1 = off)
+    timeout_s                   number / FP32       > 0; at most serve.timeout_s
+
+Frames of any size are centre-cropped to a square and resized to the model's size. Every
+failure names the field and the rule it broke; nothing here raises anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from kserve.errors import InvalidInput
+from PIL import Image
+
+from tavr.config import GenerateConfig, ServeConfig
+
+MEDIA = ("reference_video", "reference_audio", "target_background", "driving_audio")
+REQUIRED = ("reference_video", "target_background", "driving_audio")
+SCALARS = ("prompt", "steps", "seed", "keep_ratio", "guidance", "timeout_s")
+FIELDS = frozenset(MEDIA) | {f"{m}_uri" for m in MEDIA} | frozenset(SCALARS)
+MAX_PROMPT = 2000
+MAX_GUIDANCE = 20.0
+
+
+class RequestError(InvalidInput):
+    """A bad request: HTTP 400 with {"error": message, "field": field, "rule": rule}."""
+
+    def __init__(self, field: str, rule: str, detail: str):
+        super().__init__(f"{field}: {detail}")
+        self.field, self.rule = field, rule
+
+    def as_json(self) -> dict:
+        return {"error": str(self), "field": self.field, "rule": self.rule}
+
+
+@dataclass
+class Job:
+    """One checked instance, ready for TAVRPipeline.__call__."""
+
+    reference_video: np.ndarray  # (F, S, S, 3) uint8, F <= the model's reference_frames cap
+    reference_audio: np.ndarray | None  # (N,) float32 at the model's audio rate
+    target_background: np.ndarray  # (S, S, 3) or (F, S, S, 3) uint8
+    driving_audio: np.ndarray  # (N,) float32
+    prompt: str = ""
+    steps: int | None = None
+    seed: int = 0
+    keep_ratio: float | None = None
+    guidance: float | None = None
+    timeout_s: float = math.inf
+
+    def pipeline_kwargs(self) -> dict:
+        return {
+            "reference_video": self.reference_video, "reference_audio": self.reference_audio,
+            "target_background": self.target_background, "driving_audio": self.driving_audio,
+            "prompt": self.prompt, "num_steps": self.steps, "seed": self.seed, "keep_ratio": self.keep_ratio,
+            "reference_guidance": self.guidance, "audio_guidance": self.guidance,
+        }  # fmt: skip
+
+
+# ----- scalars -----
+
+
+def _int(field: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise RequestError(field, "integer", f"expected an integer, got {value!r}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise RequestError(field, "range", f"{value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _float(field: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise RequestError(field, "number", f"expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+        raise RequestError(field, "range", f"{value} is outside {'(' if lo_open else '['}{lo}, {hi}]")
+    return value
+
+
+def _text(field: str, value) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RequestError(field, "utf-8", "is not UTF-8 text") from e
+    if not isinstance(value, str):
+        raise RequestError(field, "string", f"expected a string, got {type(value).__name__}")
+    return value
+
+
+# ----- media -----
+
+
+def decode_base64(field: str, value) -> bytes:
+    """Standard base64, optionally as a data: URI; line breaks and spaces are ignored."""
+    text = _text(field, value)
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    if not text:
+        raise RequestError(field, "base64", "is empty")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(field, "base64", f"is not valid base64 ({e})") from e
+
+
+def resolve_uri(field: str, value, allowed_root: str) -> Path:
+    """A path or file:// URI -> an existing file below `allowed_root`."""
+    text = _text(field, value)
+    if not allowed_root:
+        raise RequestError(field, "allowed_root", "paths are refused by this server (serve.allowed_root is not set)")
+    parsed = urlparse(text)
+    if parsed.scheme not in ("", "file"):
+        raise RequestError(field, "uri_scheme", f"scheme {parsed.scheme!r} is not supported; use a path or file:// URI")
+    root = Path(allowed_root).resolve()
+    path = (root / unquote(parsed.path if parsed.scheme else text)).resolve()
+    if not path.is_relative_to(root):
+        raise RequestError(field, "allowed_root", f"{text} is outside the allowed root")
+    if not path.is_file():
+        raise RequestError(field, "exists", f"{text} is not a file below the allowed root")
+    return path
+
+
+def _square(frames: np.ndarray, size: int) -> np.ndarray:
+    """(F, H, W, 3) -> (F, size, size, 3): centre crop to a square, then resize (bilinear)."""
+    f, h, w, _ = frames.shape
+    if (h, w) == (size, size):
+        return frames
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    crop = frames[:, y : y + s, x : x + s]
+    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crop])
+
+
+class _Source:
+    """A media field as a file: the given path, or the base64 bytes in a temporary file."""
+
+    def __init__(self, field: str, instance: dict, allowed_root: str, workdir: Path):
+        self.field = field
+        if f"{field}_uri" in instance:
+            self.path = resolve_uri(f"{field}_uri", instance[f"{field}_uri"], allowed_root)
+        else:
+            self.path = workdir / field
+            self.path.write_bytes(decode_base64(field, instance[field]))
+
+    def fail(self, kind: str, error: Exception) -> RequestError:
+        reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+        return RequestError(self.field, "decodable", f"cannot be decoded as {kind} ({reason})")
+
+
+def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float | None = None):
+    from tavr.data.video import read_video
+
+    try:
+        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=gen.size)
+    except Exception as e:  # any decoder failure is the input's fault
+        raise src.fail("video", e) from e
+    return _square(clip.frames, gen.size), clip.audio
+
+
+def _read_audio(src: _Source, gen: GenerateConfig) -> np.ndarray:
+    from tavr.data.video import read_audio
+
+    try:
+        return read_audio(src.path, gen.audio_rate)
+    except Exception as e:
+        raise src.fail("audio", e) from e
+
+
+def _read_background(src: _Source, gen: GenerateConfig) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(src.path.read_bytes())) as img:
+            img.load()
+            if getattr(img, "n_frames", 1) == 1:
+                return _square(np.asarray(img.convert("RGB"))[None], gen.size)[0]
+    except (OSError, ValueError, Image.DecompressionBombError):
+        pass  # not a still image: try it as a video
+    frames, _ = _read_video(src, gen)
+    return frames
+
+
+# ----- one instance -----
+
+
+def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
+    """Validate and decode one instance (a dict of the fields above) -> Job, or raise RequestError."""
+    from tavr.data.ingest import track_faces
+    from tavr.pipeline import face_sample, reference_length
+
+    if not isinstance(instance, dict):
+        raise RequestError("instances", "object", f"each instance must be a JSON object, got {type(instance).__name__}")
+    unknown = sorted(set(instance) - FIELDS)
+    if unknown:
+        raise RequestError(unknown[0], "known_field", f"unknown field (known: {', '.join(sorted(FIELDS))})")
+    for field in MEDIA:
+        if field in instance and f"{field}_uri" in instance:
+            raise RequestError(field, "one_source", f"give {field} or {field}_uri, not both")
+    for field in REQUIRED:
+        if field not in instance and f"{field}_uri" not in instance:
+            raise RequestError(field, "required", "is required (base64, or a path in <field>_uri)")
+
+    job = {}
+    if "prompt" in instance:
+        job["prompt"] = _text("prompt", instance["prompt"])
+        if len(job["prompt"]) > MAX_PROMPT:
+            raise RequestError("prompt", "max_length", f"has {len(job['prompt'])} characters; at most {MAX_PROMPT}")
+    if "steps" in instance:
+        job["steps"] = _int("steps", instance["steps"], 1, limits.max_steps)
+    if "seed" in instance:
+        job["seed"] = _int("seed", instance["seed"], 0, 2**63 - 1)
+    if "keep_ratio" in instance:
+        job["keep_ratio"] = _float("keep_ratio", instance["keep_ratio"], 0.0, 1.0, lo_open=True)
+    if "guidance" in instance:
+        job["guidance"] = _float("guidance", instance["guidance"], 1.0, MAX_GUIDANCE)
+    job["timeout_s"] = limits.timeout_s
+    if "timeout_s" in instance:
+        job["timeout_s"] = _float("timeout_s", instance["timeout_s"], 0.0, limits.timeout_s, lo_open=True)
+
+    with tempfile.TemporaryDirectory(prefix="tavr-request-") as tmp:
+        sources = {
+            f: _Source(f, instance, limits.allowed_root, Path(tmp))
+            for f in MEDIA if f in instance or f"{f}_uri" in instance
+        }  # fmt: skip
+        driving = _read_audio(sources["driving_audio"], gen)
+        seconds = len(driving) / gen.audio_rate
+        if seconds * gen.fps < 1:
+            raise RequestError("driving_audio", "min_duration", f"lasts {seconds:.3f} s, less than one frame")
+        if seconds > limits.max_audio_seconds:
+            raise RequestError("driving_audio", "max_duration", f"lasts {seconds:.1f} s; at most {limits.max_audio_seconds:g} s")
+        reference, own_audio = _read_video(sources["reference_video"], gen, limits.max_reference_seconds)
+        n_ref = reference_length(len(reference), gen.reference_frames)
+        if n_ref < gen.min_reference_frames:
+            raise RequestError("reference_video", "min_frames",
+                               f"has {len(reference)} frames at {gen.fps} fps; at least {gen.min_reference_frames} are needed")
+        reference = reference[:n_ref]
+        _, found = track_faces(face_sample(reference), 2 * gen.size)
+        if not found.any():
+            raise RequestError("reference_video", "face", f"no face found in {len(face_sample(reference))} sampled frames")
+        ref_audio = _read_audio(sources["reference_audio"], gen) if "reference_audio" in sources else own_audio
+        background = _read_background(sources["target_background"], gen)
+    return Job(reference, ref_audio, background, driving, **job)

@@ -1,0 +1,165 @@
+"""The predictor over HTTP, in a real server process: answers, every 400, the queue's 503s, timeouts."""
+
+import base64
+import concurrent.futures
+import io
+
+import httpx
+import pytest
+
+from tavr.data.video import read_video
+
+pytestmark = pytest.mark.slow
+
+
+def b64(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _instance(media, **over):
+    fields = {"reference_video": b64(media["ref"]), "target_background": b64(media["bg"]),
+              "driving_audio": b64(media["audio"]), "steps": 1, "seed": 0}  # fmt: skip
+    fields.update(over)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _v1(server, instance, timeout=120):
+    return httpx.post(f"{server['url']}/v1/models/tavr:predict", json={"instances": [instance]}, timeout=timeout)
+
+
+def _ready(server) -> bool:
+    return httpx.get(f"{server['url']}/v2/models/tavr/ready", timeout=10).status_code == 200
+
+
+def _video(answer_b64: str, tmp_path):
+    path = tmp_path / "answer.mp4"
+    path.write_bytes(base64.b64decode(answer_b64))
+    return read_video(path)
+
+
+def test_v1_answer_is_a_playable_mp4_as_long_as_the_audio(server, media, tmp_path):
+    res = _v1(server, _instance(media, prompt="a person talking"))
+    assert res.status_code == 200, res.text
+    (pred,) = res.json()["predictions"]
+    clip = _video(pred["video"], tmp_path)
+    assert clip.num_frames == 25 and clip.fps == 25  # 1.00 s of driving audio at 25 fps
+    assert clip.frames.shape[1:] == (128, 128, 3)
+    assert clip.audio is not None and len(clip.audio) == 16000
+    assert pred["duration_s"] == pytest.approx(1.0)
+    assert pred["seconds"] > 0 and pred["model_version"].startswith("model-")
+
+
+def test_v2_carries_the_same_fields_and_answers_named_outputs(server, media, tmp_path):
+    inputs = [
+        {"name": "reference_video", "shape": [1], "datatype": "BYTES", "data": [b64(media["ref"])]},
+        {"name": "target_background", "shape": [1], "datatype": "BYTES", "data": [b64(media["still"])]},
+        {"name": "driving_audio", "shape": [1], "datatype": "BYTES", "data": [b64(media["audio"])]},
+        {"name": "steps", "shape": [1], "datatype": "INT32", "data": [1]},
+        {"name": "keep_ratio", "shape": [1], "datatype": "FP32", "data": [0.5]},
+    ]
+    res = httpx.post(f"{server['url']}/v2/models/tavr/infer", json={"id": "r1", "inputs": inputs}, timeout=120)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert body["id"] == "r1" and set(outputs) == {"video", "duration_s", "seconds", "model_version"}
+    assert outputs["video"]["datatype"] == "BYTES" and outputs["duration_s"]["datatype"] == "FP32"
+    assert outputs["duration_s"]["data"] == [pytest.approx(1.0)]
+    assert _video(outputs["video"]["data"][0], tmp_path).num_frames == 25
+
+
+def test_a_path_inside_the_allowed_root_is_read(server, media):
+    res = _v1(server, _instance(media, reference_video=None, reference_video_uri="ref.mp4"))
+    assert res.status_code == 200, res.text
+
+
+BAD = {
+    "bad base64": ({"reference_video": "this is *not* base64"}, "reference_video", "base64"),
+    "undecodable video": ({"reference_video": base64.b64encode(b"\x00\x01junk" * 300).decode()}, "reference_video", "decodable"),
+    "undecodable audio": ({"driving_audio": base64.b64encode(b"RIFF....WAVEjunk" * 50).decode()}, "driving_audio", "decodable"),
+    "no face": ({"reference_video": "noface"}, "reference_video", "face"),
+    "audio too long": ({"driving_audio": "long"}, "driving_audio", "max_duration"),
+    "path outside the root": ({"reference_video": None, "reference_video_uri": "../outside.mp4"}, "reference_video_uri", "allowed_root"),
+    "absolute path outside": ({"reference_video": None, "reference_video_uri": "file:///etc/passwd"}, "reference_video_uri", "allowed_root"),
+    "remote uri": ({"reference_video": None, "reference_video_uri": "s3://bucket/ref.mp4"}, "reference_video_uri", "uri_scheme"),
+    "missing field": ({"driving_audio": None}, "driving_audio", "required"),
+    "unknown field": ({"refrence_video": "x"}, "refrence_video", "known_field"),
+    "steps too many": ({"steps": 1000}, "steps", "range"),
+    "steps as text": ({"steps": "4"}, "steps", "integer"),
+    "keep_ratio zero": ({"keep_ratio": 0}, "keep_ratio", "range"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_400_naming_field_and_rule(server, media, case):
+    over, field, rule = BAD[case]
+    over = {k: (b64(media[v]) if isinstance(v, str) and v in media else v) for k, v in over.items()}
+    res = _v1(server, _instance(media, **over))
+    assert res.status_code == 400, res.text
+    body = res.json()
+    assert body["field"] == field and body["rule"] == rule and field in body["error"]
+    assert _ready(server)
+
+
+def test_malformed_bodies_are_400s(server, media):
+    url = f"{server['url']}/v1/models/tavr:predict"
+    too_big = {"instances": [_instance(media, prompt="x" * (2 * 2**20))]}  # over the 1-MiB limit of the test server
+    for kwargs, field in (
+        ({"json": too_big}, "body"),
+        ({"json": {"inputs": []}}, "instances"),
+        ({"json": {"instances": [_instance(media)] * 3}}, "instances"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, "body"),
+        ({"content": b"{not json", "headers": {"content-type": "text/plain"}}, "body"),
+    ):
+        res = httpx.post(url, timeout=60, **kwargs)
+        assert res.status_code == 400, res.text
+        assert res.json().get("field") == field, res.text
+    bad_v2 = {"inputs": [{"name": "steps", "shape": [1], "datatype": "INT32"}]}  # no data
+    res = httpx.post(f"{server['url']}/v2/models/tavr/infer", json=bad_v2, timeout=60)
+    assert res.status_code == 400 and res.json()["rule"] == "schema"
+    assert _ready(server)
+
+
+def test_a_generation_past_its_timeout_is_cancelled(server, media):
+    res = _v1(server, _instance(media, steps=8, timeout_s=0.05))
+    assert res.status_code == 504 and res.json()["rule"] == "timeout"
+    assert _ready(server)
+    assert _v1(server, _instance(media)).status_code == 200  # the next one runs normally
+
+
+def test_a_burst_over_the_queue_gets_503s_and_the_server_stays_ready(server, media):
+    body = {"instances": [_instance(media, steps=4)]}
+    url = f"{server['url']}/v1/models/tavr:predict"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: httpx.post(url, json=body, timeout=300), range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert set(codes) <= {200, 503}, [a.text[:200] for a in answers]
+    assert 1 <= codes.count(200) <= 3 + 2 and codes.count(503) >= 3  # queue 2 + the running one admitted at once
+    busy = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "7" and "busy" in a.json()["error"] for a in busy)
+    assert _ready(server)
+    assert server["process"].poll() is None
+    assert _v1(server, _instance(media)).status_code == 200
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_client_command_writes_the_answer(server, media, tmp_path, protocol):
+    from typer.testing import CliRunner
+
+    from tavr.cli import app
+
+    args = ["client", "generate", "--url", server["url"], "--reference", str(media["ref"]), "--background", str(media["bg"]),
+            "--audio", str(media["audio"]), "--out", str(tmp_path / "out.mp4"), "--steps", "1", "--protocol", protocol]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert read_video(tmp_path / "out.mp4").num_frames == 25
+    res = CliRunner().invoke(app, args[:-4] + ["--steps", "99"])
+    assert res.exit_code == 1 and "steps" in res.output
+
+
+def test_serve_refuses_a_missing_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from tavr.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path / "nothing"), "--port", "9"])
+    assert res.exit_code == 2 and "model_index.json" in res.output
