@@ -79,3 +79,23 @@ def generate(url: str, reference, background, audio, out, name: str = "tavr", pr
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(base64.b64decode(answer.pop("video")))
     return answer
+
+
+def wait_ready(url: str, name: str = "tavr", timeout: float = 300.0, alive=None) -> float:
+    """Poll /v2/models/<name>/ready until it answers 200; returns the seconds waited.
+
+    `alive()` (optional) is asked between polls, e.g. whether the server process still runs;
+    False or the timeout raises RuntimeError.
+    """
+    start = time.monotonic()
+    while True:
+        try:
+            if httpx.get(f"{url.rstrip('/')}/v2/models/{name}/ready", timeout=5).status_code == 200:
+                return time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server at {url} stopped before it was ready")
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"the server at {url} was not ready after {timeout:g} s")
+        time.sleep(0.5)

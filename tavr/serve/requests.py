@@ -6,6 +6,7 @@ A V1 instance and a V2 request carry the same fields (V2 as named inputs):
     reference_video             base64 / BYTES      required: a video (mp4, mov, webm, ...) with a face
     reference_audio             base64 / BYTES      optional: audio or video; default: the reference's own
     target_background           base64 / BYTES      required: an image (png, jpg, ...) or a video
+                                                    (looped or cut to the output's length)
     driving_audio               base64 / BYTES      required: wav, mp3, flac (or a video's audio),
                                                     0 < duration <= serve.max_audio_seconds
     <media field>_uri           string / BYTES      instead of the base64 field: a path or file:// URI
@@ -196,7 +197,7 @@ def _read_audio(src: _Source, gen: GenerateConfig) -> np.ndarray:
         raise src.fail("audio", e) from e
 
 
-def _read_background(src: _Source, gen: GenerateConfig) -> np.ndarray:
+def _read_background(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(src.path.read_bytes())) as img:
             img.load()
@@ -204,7 +205,7 @@ def _read_background(src: _Source, gen: GenerateConfig) -> np.ndarray:
                 return _square(np.asarray(img.convert("RGB"))[None], gen.size)[0]
     except (OSError, ValueError, Image.DecompressionBombError):
         pass  # not a still image: try it as a video
-    frames, _ = _read_video(src, gen)
+    frames, _ = _read_video(src, gen, max_seconds)  # the output is never longer; a longer video is cut
     return frames
 
 
@@ -266,5 +267,5 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
         if not found.any():
             raise RequestError("reference_video", "face", f"no face found in {len(face_sample(reference))} sampled frames")
         ref_audio = _read_audio(sources["reference_audio"], gen) if "reference_audio" in sources else own_audio
-        background = _read_background(sources["target_background"], gen)
+        background = _read_background(sources["target_background"], gen, seconds + gen.chunk_frames / gen.fps)
     return Job(reference, ref_audio, background, driving, **job)

@@ -4,10 +4,8 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import yaml
@@ -16,6 +14,7 @@ from tavr.config import GenerateConfig, ModelConfig, SynthConfig
 from tavr.data import synth
 from tavr.data.video import write_audio, write_video
 from tavr.pipeline import TAVRPipeline
+from tavr.serve.client import wait_ready
 
 GEN = GenerateConfig(size=128, chunk_frames=9, reference_frames=9, steps=2, sampler="euler")
 LIMITS = {"max_audio_seconds": 3.0, "max_request_mb": 1.0, "queue_size": 2, "retry_after_s": 7, "max_steps": 8}
@@ -63,19 +62,11 @@ def server(tmp_path_factory, media):
     cmd = [sys.executable, "-m", "tavr.cli", "serve", "--model-dir", str(root / "model"), "--port", str(port), "--params", str(params)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v2/models/tavr/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 180 s:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_ready(url, timeout=180, alive=lambda: proc.poll() is None)
+        except RuntimeError as e:
+            pytest.fail(f"{e}:\n{(root / 'server.log').read_text()[-3000:]}")
         yield {"url": url, "log": root / "server.log", "process": proc}
     finally:
         proc.terminate()
