@@ -274,6 +274,7 @@ class ServeConfig:
     retry_after_s: int = 10  # the Retry-After header of a 503
     timeout_s: float = 600.0  # a generation running longer is cancelled (504); a request may ask for less
     warmup_steps: int = 1  # denoising steps of the warm-up generation that precedes readiness
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,12 @@ class TAVRModel(kserve.Model):
         """Load the pipeline folder and run one short generation; only then is the model ready."""
         from tavr.pipeline import TAVRPipeline
 
-        self.pipeline = TAVRPipeline.from_pretrained(self.cfg.model_dir)
+        import torch
+
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.pipeline = TAVRPipeline.from_pretrained(self.cfg.model_dir).to(device)
         self.version = self.cfg.version or model_version(self.cfg.model_dir)
         self._warm_up()
         self.ready = True
