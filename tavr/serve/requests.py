@@ -10,7 +10,8 @@ A V1 instance and a V2 request carry the same fields (V2 as named inputs):
     driving_audio               base64 / BYTES      required: wav, mp3, flac (or a video's audio),
                                                     0 < duration <= serve.max_audio_seconds
     <media field>_uri           string / BYTES      instead of the base64 field: a path or file:// URI
-                                                    below serve.allowed_root
+                                                    below serve.allowed_root (a file:// URI may also
+                                                    stand in the media field itself)
     prompt                      string / BYTES      at most 2000 characters
     steps                       int / INT32         1 .. serve.max_steps (default: the model's)
     seed                        int / INT32/INT64   >= 0
@@ -167,8 +168,11 @@ class _Source:
 
     def __init__(self, field: str, instance: dict, allowed_root: str, workdir: Path):
         self.field = field
+        value = instance.get(field)
         if f"{field}_uri" in instance:
             self.path = resolve_uri(f"{field}_uri", instance[f"{field}_uri"], allowed_root)
+        elif isinstance(value, str) and value.startswith("file://"):  # ':' is not base64: unambiguous
+            self.path = resolve_uri(field, value, allowed_root)
         else:
             self.path = workdir / field
             self.path.write_bytes(decode_base64(field, instance[field]))

@@ -31,6 +31,15 @@ def test_a_good_instance_decodes_to_model_sized_arrays(media):
     assert kw["num_steps"] == 3 and kw["seed"] == 5 and kw["reference_guidance"] == kw["audio_guidance"] == 2.0
 
 
+def test_a_file_uri_may_stand_in_the_media_field(media):
+    limits = ServeConfig(allowed_root=str(media["allowed"]))
+    fields = {**_good(media), "reference_video": f"file://{media['ref']}"}
+    assert check_instance(fields, limits, GEN).reference_video.shape == (9, 128, 128, 3)
+    with pytest.raises(RequestError) as err:
+        check_instance({**fields, "reference_video": f"file://{media['outside']}"}, limits, GEN)
+    assert (err.value.field, err.value.rule) == ("reference_video", "allowed_root")
+
+
 def test_base64_may_be_wrapped_or_a_data_uri(media):
     raw = media["audio"].read_bytes()
     plain = base64.b64encode(raw).decode()
