@@ -75,15 +75,23 @@ def mean_embedding(video: np.ndarray, count: int) -> tuple[np.ndarray | None, in
     return (np.mean(embs, axis=0) if embs else None), len(embs)
 
 
-def mouth_track(video: np.ndarray, upsample_to: int = 256) -> np.ndarray:
-    """Mouth opening per frame of (F, H, W, 3) -> (F,) float32, NaN where no face is found."""
+def face_track(video: np.ndarray, upsample_to: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Best face in every frame of (F, H, W, 3): boxes (F, 4) x0, y0, x1, y1 in the video's pixels
+    and mouth opening (F,) float32, both NaN where no face is found."""
+    boxes = np.full((len(video), 4), np.nan, dtype=np.float32)
     mouth = np.full(len(video), np.nan, dtype=np.float32)
     for i, frame in enumerate(video):
         big = _upsampled(frame, upsample_to)
-        boxes = faces.detect_faces(big)
-        if len(boxes):
-            mouth[i] = faces.mouth_opening(faces.landmarks(big, boxes[0]))
-    return mouth
+        found = faces.detect_faces(big)
+        if len(found):
+            mouth[i] = faces.mouth_opening(faces.landmarks(big, found[0]))
+            boxes[i] = found[0, :4] * (min(frame.shape[:2]) / min(big.shape[:2]))
+    return boxes, mouth
+
+
+def mouth_track(video: np.ndarray, upsample_to: int = 256) -> np.ndarray:
+    """Mouth opening per frame of (F, H, W, 3) -> (F,) float32, NaN where no face is found."""
+    return face_track(video, upsample_to)[1]
 
 
 def _check(videos: list[np.ndarray], per_sample: list, key: str) -> None:
