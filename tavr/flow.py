@@ -29,7 +29,7 @@ def sample_sigmas(
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x_sigma (B, ...) on the straight path from data x0 to noise."""
-    s = sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+    s = sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(device=x0.device, dtype=x0.dtype)
     return (1 - s) * x0 + s * noise
 
 

@@ -164,9 +164,11 @@ class TAVRPipeline:
         return np.repeat(box_mask(box, size, size), len(background), axis=0)
 
     def _load(self, reference_video, reference_audio, target_background, driving_audio):
-        from tavr.data.video import read_audio, read_video
-
         cfg = self.config
+        if not any(isinstance(x, (str, Path)) for x in (reference_video, reference_audio, target_background, driving_audio)):
+            return np.asarray(reference_video), reference_audio, np.asarray(target_background), driving_audio
+        from tavr.data.video import read_audio, read_video  # PyAV, only for files
+
         if isinstance(reference_video, (str, Path)):
             clip = read_video(reference_video, fps=cfg.fps, audio_rate=cfg.audio_rate)
             reference_video = clip.frames

@@ -68,3 +68,11 @@ def test_bad_sampler_arguments():
         flow.make_scheduler("ddim")
     with pytest.raises(ValueError, match="steps"):
         flow.sample(lambda x, t: x, torch.zeros(1), steps=0)
+
+
+def test_interpolate_moves_sigma_to_the_data_device():
+    # The pipeline pins a seam frame with a CPU sigma; on a GPU the data lives elsewhere. The meta
+    # device stands in for it here: a CPU sigma of shape (1,) must not be mixed in as is.
+    x0 = torch.zeros(1, 2, 3, 4, 5, device="meta")
+    out = flow.interpolate(x0, torch.zeros_like(x0), torch.tensor([0.3]))
+    assert out.device.type == "meta" and out.shape == x0.shape
