@@ -266,6 +266,79 @@ def train_summary(out: Annotated[Path, typer.Option(help="folder for summary.jso
         raise typer.Exit(2) from e
 
 
+bench_app = typer.Typer(help="The cross-scene benchmark: generate and score every pair, or score another method's videos.",
+                         invoke_without_command=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback()
+def bench(
+    ctx: typer.Context,
+    model: Annotated[Optional[Path], typer.Option(help="pipeline folder (default: bench.model)")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: bench.out)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="sampler steps (default: bench.steps)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all)")] = None,
+    method: Annotated[str, typer.Option(help="name in the summary")] = "tavr",
+    params: ParamsOpt = None,
+) -> None:
+    """Generate every bench pair with a pipeline, save the mp4s, score them (pairs.csv, summary.json)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tavr.eval.benchmark import generate as run_bench
+    from tavr.pipeline import TAVRPipeline
+
+    cfg = _config(params).bench
+    try:
+        pipe = TAVRPipeline.from_pretrained(model or cfg.model)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    out = out or Path(cfg.out)
+    with _progress() as progress:
+        try:
+            summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit if limit is None else limit,
+                                cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"))  # fmt: skip
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from e
+    _print_bench(summary, out)
+
+
+def _print_bench(summary: dict, out: Path) -> None:
+    table = Table(title=f"{summary['method']}: {summary['scored']} of {summary['pairs']} pairs")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    for name, value in summary["metrics"].items():
+        table.add_row(name, "n/a" if value is None else f"{value:.4f}")
+    console.print(table)
+    if summary["missing"]:
+        console.print(f"[yellow]no video for {len(summary['missing'])} pairs[/yellow] (listed in summary.json)")
+    console.print(f"wrote {out / 'pairs.csv'}, {out / 'summary.json'}")
+
+
+@bench_app.command("score")
+def bench_score(
+    pred_dir: Annotated[Path, typer.Option(help="folder of <pair_id>.mp4 videos made by any method")],
+    out: Annotated[Path, typer.Option(help="output folder for pairs.csv and summary.json")],
+    pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
+    method: Annotated[str, typer.Option(help="name in the summary")] = "external",
+    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Score another method's videos (StableAvatar, OmniAvatar, HuMo, ...) on the same pairs and metrics."""
+    from tavr.eval.benchmark import score_dir
+
+    cfg = _config(params).bench
+    try:
+        summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit if limit is None else limit,
+                            identity_frames=cfg.identity_frames, max_offset=cfg.max_offset)  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    _print_bench(summary, out)
+
+
 @app.command()
 def serve(
     model_dir: Annotated[Optional[Path], typer.Option(help="pipeline folder to serve (default: serve.model_dir)")] = None,

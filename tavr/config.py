@@ -257,6 +257,20 @@ class RLStageConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """The cross-scene benchmark (`tavr bench`): generate every pair, score it (tavr/eval)."""
+
+    pairs: str = "data/bench_pairs.json"
+    model: str = "models/stage3"
+    out: str = "reports/bench/tavr"
+    steps: int = 10  # sampler steps per generation
+    limit: int = 0  # the first `limit` pairs (0 = all)
+    seed: int = 0  # pair i is generated with seed + i
+    identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)
+    max_offset: int = 3  # lip-sync offsets searched, in frames either way
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """The KServe predictor (`tavr serve`): limits every request is checked against."""
 
@@ -297,6 +311,7 @@ class TAVRConfig:
         )
     )
     stage3: RLStageConfig = field(default_factory=RLStageConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 

@@ -50,7 +50,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory, media):
     """Start `python -m tavr.cli serve` and wait until /ready answers; yields {"url", "log", "process"}."""
     root = tmp_path_factory.mktemp("server")
