@@ -128,13 +128,22 @@ def _time(frame, fallback: Fraction | None) -> Fraction | None:
     return frame.pts * Fraction(frame.time_base) if ok else fallback
 
 
+def _frame_mono(frame) -> np.ndarray:
+    """A resampled packed-float ("flt") audio frame -> (n,) float32, the mean of its channels.
+
+    Packed, not planar: PyAV 18 misreads planar frames of 8 or more channels (it reports one
+    plane too many and reads past the buffers), so planar multichannel input could crash.
+    """
+    channels = max(1, len(frame.layout.channels))
+    return frame.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float32)
+
+
 def _mono(chunks: list, resampler) -> np.ndarray:
-    """Flush `resampler` after `chunks` (fltp arrays (C, n)); average channels -> (N,)."""
-    chunks = chunks + [f.to_ndarray() for f in resampler.resample(None)]
+    """Flush `resampler` after `chunks` (mono (n,) arrays) -> (N,) clipped to [-1, 1]."""
+    chunks = chunks + [_frame_mono(f) for f in resampler.resample(None)]
     if not chunks:
         return np.zeros(0, np.float32)
-    audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)
-    return np.clip(audio, -1.0, 1.0)
+    return np.clip(np.concatenate(chunks), -1.0, 1.0)
 
 
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError)
@@ -237,19 +246,19 @@ class _Audio:
         self.pieces = self._decode(stream)
 
     def _decode(self, stream):
-        resampler = av.AudioResampler(format="fltp", rate=self.rate)
+        resampler = av.AudioResampler(format="flt", rate=self.rate)
         try:
             for frame in self.container.decode(stream):
                 if self.pos is None:
                     a0 = _time(frame, None)
                     self.pos = 0 if a0 is None else round((a0 - self.t0) * self.rate)
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray()
+                    yield _frame_mono(out)
         except _DECODE_ERRORS:
             pass
         try:
             for out in resampler.resample(None):
-                yield out.to_ndarray()
+                yield _frame_mono(out)
         except _DECODE_ERRORS:
             pass
 
@@ -263,7 +272,7 @@ class _Audio:
             piece = next(self.pieces, None)
             if piece is None:
                 break
-            pieces.append(np.clip(piece.mean(axis=0, dtype=np.float32), -1.0, 1.0))
+            pieces.append(np.clip(piece, -1.0, 1.0))
             have += len(pieces[-1])
         self.buf = np.concatenate(pieces) if len(pieces) > 1 else self.buf
         out = np.zeros(n, np.float32)
@@ -376,17 +385,23 @@ def _iter_video(path, out_fps, audio_rate, chunk_frames, max_side) -> Iterator[C
             raise _decode_error(path, source.error)
 
 
-def read_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:
+def read_audio(path: str | os.PathLike, rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
     """All audio of a file (wav, mp3, flac, or a video's first audio stream) as (N,)
-    float32 mono at `rate`."""
+    float32 mono at `rate`. `max_seconds` stops decoding once that much is read (the result
+    is then at most one decoded frame longer), so a long file costs no more than that."""
+    limit = None if max_seconds is None else math.ceil(max_seconds * rate)
     with _open(path) as container:
         if not container.streams.audio:
             raise VideoError(path, "no audio stream")
-        resampler = av.AudioResampler(format="fltp", rate=rate)
-        chunks = []
+        resampler = av.AudioResampler(format="flt", rate=rate)
+        chunks, have = [], 0
         try:
             for frame in container.decode(container.streams.audio[0]):
-                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+                for out in resampler.resample(frame):
+                    chunks.append(_frame_mono(out))
+                    have += len(chunks[-1])
+                if limit is not None and have > limit:
+                    break
         except (av.FFmpegError, OSError, ValueError) as e:
             if not chunks:
                 raise VideoError(path, f"cannot decode: {getattr(e, 'strerror', None) or e}") from e

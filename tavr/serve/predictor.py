@@ -38,9 +38,11 @@ from fastapi.responses import JSONResponse
 from kserve import InferOutput, InferRequest, InferResponse
 
 from tavr.config import ServeConfig
-from tavr.serve.requests import FIELDS, RequestError, check_instance
+from tavr.serve.requests import FIELDS, RequestError, check_fields, check_instance
 
 HASHED_BYTES = 256 * 2**20  # files up to this size enter the version hash by content, larger ones by size
+INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+V2_TYPES = {"steps": INTS, "seed": INTS, **{k: ("FP16", "FP32", "FP64", *INTS) for k in ("keep_ratio", "guidance", "timeout_s")}}
 
 
 class Busy(Exception):
@@ -78,7 +80,14 @@ def to_instances(payload, max_instances: int) -> tuple[list[dict], InferRequest 
         for tensor in payload.inputs:
             if tensor.name not in FIELDS:
                 raise RequestError(tensor.name, "known_field", f"unknown input (known: {', '.join(sorted(FIELDS))})")
+            if tensor.name in columns:
+                raise RequestError(tensor.name, "duplicate", "is given twice")
+            kinds = V2_TYPES.get(tensor.name, ("BYTES",))
+            if tensor.datatype not in kinds:
+                raise RequestError(tensor.name, "datatype", f"is {tensor.datatype}; expected {' or '.join(kinds)}")
             values = list(np.asarray(tensor.data, dtype=object).reshape(-1))
+            if len(tensor.shape) != 1 or tensor.shape[0] != len(values):
+                raise RequestError(tensor.name, "shape", f"shape {list(tensor.shape)} does not match its {len(values)} values ([N] expected)")
             if count is not None and len(values) != count:
                 raise RequestError(tensor.name, "shape", f"has {len(values)} values; other inputs have {count}")
             columns[tensor.name], count = values, len(values)
@@ -87,8 +96,8 @@ def to_instances(payload, max_instances: int) -> tuple[list[dict], InferRequest 
         if isinstance(payload, (bytes, bytearray)):
             try:
                 payload = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise RequestError("body", "json", f"is not JSON ({e})") from e
+            except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, 4300+ digit numbers, deep nesting
+                raise RequestError("body", "json", f"is not JSON ({type(e).__name__})") from e
         if not isinstance(payload, dict) or "instances" not in payload:
             raise RequestError("instances", "required", 'the body must be {"instances": [{...}]}')
         instances = payload["instances"]
@@ -139,6 +148,8 @@ class TAVRModel(kserve.Model):
 
     async def predict(self, payload, headers=None):
         instances, v2 = to_instances(payload, self.cfg.max_instances)
+        for instance in instances:
+            check_fields(instance, self.cfg)  # cheap: a bad field is a 400 even when the queue is full
         if self._active >= 1 + self.cfg.queue_size:
             raise Busy(self._active - 1, self.cfg.retry_after_s)
         self._active += 1
@@ -191,21 +202,27 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        refusal = None
         if declared.isdigit() and int(declared) > self.max_bytes:
-            more = True
-            while more:  # drain, so the client gets the answer rather than a broken pipe
-                message = await receive()
-                more = message["type"] == "http.request" and message.get("more_body", False)
-            return await JSONResponse(self.too_large().as_json(), status_code=400)(scope, receive, send)
-        seen, held = 0, []
+            refusal = self.too_large()
+        elif scope.get("path", "").endswith("/infer") and b"inference-header-content-length" in headers:
+            refusal = RequestError("body", "json", "the binary tensor extension is not supported: send JSON with base64 media")
+        if refusal is not None:
+            await _drain(receive)  # so the client gets the answer rather than a broken pipe
+            return await JSONResponse(refusal.as_json(), status_code=400)(scope, receive, send)
+        seen, held, over = 0, [], False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     raise self.too_large()
             return message
 
@@ -219,8 +236,11 @@ class RequestGuard:
                     error = json.loads(body)
                 except ValueError:
                     error = None
-                if isinstance(error, dict) and "field" not in error:
-                    body = json.dumps({"error": f"body: {error.get('error', '')}", "field": "body", "rule": "format"}).encode()
+                if over:  # whatever caught the streamed-limit error answers with it
+                    body = json.dumps(self.too_large().as_json()).encode()
+                elif isinstance(error, dict) and "field" not in error:
+                    detail = error.get("error") or error.get("detail") or "cannot be read"
+                    body = json.dumps({"error": f"body: {detail}", "field": "body", "rule": "format"}).encode()
                 head = held.pop()
                 headers = [(k, v) for k, v in head["headers"] if k.lower() != b"content-length"]
                 await send({**head, "headers": headers + [(b"content-length", str(len(body)).encode())]})
@@ -228,6 +248,14 @@ class RequestGuard:
             await send(message)
 
         await self.app(scope, counted, reshaped)
+
+
+async def _drain(receive) -> None:
+    """Read and drop the rest of a request body."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def _request_error(_, exc: RequestError):
@@ -272,6 +300,8 @@ def check_limits(cfg: ServeConfig) -> None:
     for key in ("max_request_mb", "max_audio_seconds", "max_reference_seconds", "timeout_s"):
         if not getattr(cfg, key) > 0 or not math.isfinite(getattr(cfg, key)):
             problems.append(f"serve.{key} must be a positive number")
+    if cfg.retry_after_s < 0:
+        problems.append(f"serve.retry_after_s {cfg.retry_after_s} < 0")
     if not 0 < cfg.port < 65536:
         problems.append(f"serve.port {cfg.port} is not a TCP port")
     if problems:

@@ -48,11 +48,18 @@ MAX_PROMPT = 2000
 MAX_GUIDANCE = 20.0
 
 
+def _printable(text: str, limit: int = 300) -> str:
+    """Text safe to echo in a JSON answer: lone surrogates escaped, at most `limit` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class RequestError(InvalidInput):
     """A bad request: HTTP 400 with {"error": message, "field": field, "rule": rule}."""
 
     def __init__(self, field: str, rule: str, detail: str):
-        super().__init__(f"{field}: {detail}")
+        field = _printable(str(field))
+        super().__init__(_printable(f"{field}: {detail}"))
         self.field, self.rule = field, rule
 
     def as_json(self) -> dict:
@@ -115,6 +122,10 @@ def _text(field: str, value) -> str:
             raise RequestError(field, "utf-8", "is not UTF-8 text") from e
     if not isinstance(value, str):
         raise RequestError(field, "string", f"expected a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates ("\ud800") that JSON lets through
+        raise RequestError(field, "utf-8", "is not valid Unicode text") from e
     return value
 
 
@@ -135,20 +146,32 @@ def decode_base64(field: str, value) -> bytes:
         raise RequestError(field, "base64", f"is not valid base64 ({e})") from e
 
 
-def resolve_uri(field: str, value, allowed_root: str) -> Path:
-    """A path or file:// URI -> an existing file below `allowed_root`."""
+def resolve_uri(field: str, value, allowed_root: str, max_bytes: int | None = None) -> Path:
+    """A path or file:// URI -> an existing regular file below `allowed_root`, at most `max_bytes`."""
     text = _text(field, value)
     if not allowed_root:
         raise RequestError(field, "allowed_root", "paths are refused by this server (serve.allowed_root is not set)")
     parsed = urlparse(text)
     if parsed.scheme not in ("", "file"):
         raise RequestError(field, "uri_scheme", f"scheme {parsed.scheme!r} is not supported; use a path or file:// URI")
+    if parsed.scheme and parsed.netloc not in ("", "localhost"):
+        raise RequestError(field, "uri_scheme", f"file URIs name no host other than localhost; got {parsed.netloc!r}")
+    relative = unquote(parsed.path) if parsed.scheme else text
+    if "\x00" in relative:
+        raise RequestError(field, "path", "contains a NUL character")
     root = Path(allowed_root).resolve()
-    path = (root / unquote(parsed.path if parsed.scheme else text)).resolve()
-    if not path.is_relative_to(root):
+    try:
+        path = (root / relative).resolve()
+        inside = path.is_relative_to(root)
+        size = path.stat().st_size if inside and path.is_file() else None
+    except (OSError, RuntimeError, ValueError) as e:  # too long, symlink loop, ...
+        raise RequestError(field, "path", f"cannot be resolved ({type(e).__name__})") from e
+    if not inside:
         raise RequestError(field, "allowed_root", f"{text} is outside the allowed root")
-    if not path.is_file():
+    if size is None:
         raise RequestError(field, "exists", f"{text} is not a file below the allowed root")
+    if max_bytes is not None and size > max_bytes:
+        raise RequestError(field, "max_request_mb", f"{text} has {size} bytes; at most {max_bytes}")
     return path
 
 
@@ -166,13 +189,13 @@ def _square(frames: np.ndarray, size: int) -> np.ndarray:
 class _Source:
     """A media field as a file: the given path, or the base64 bytes in a temporary file."""
 
-    def __init__(self, field: str, instance: dict, allowed_root: str, workdir: Path):
+    def __init__(self, field: str, instance: dict, allowed_root: str, workdir: Path, max_bytes: int):
         self.field = field
         value = instance.get(field)
         if f"{field}_uri" in instance:
-            self.path = resolve_uri(f"{field}_uri", instance[f"{field}_uri"], allowed_root)
+            self.path = resolve_uri(f"{field}_uri", instance[f"{field}_uri"], allowed_root, max_bytes)
         elif isinstance(value, str) and value.startswith("file://"):  # ':' is not base64: unambiguous
-            self.path = resolve_uri(field, value, allowed_root)
+            self.path = resolve_uri(field, value, allowed_root, max_bytes)
         else:
             self.path = workdir / field
             self.path.write_bytes(decode_base64(field, instance[field]))
@@ -192,11 +215,12 @@ def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float | None = N
     return _square(clip.frames, gen.size), clip.audio
 
 
-def _read_audio(src: _Source, gen: GenerateConfig) -> np.ndarray:
+def _read_audio(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.ndarray:
+    """Decoding stops a little past `max_seconds`: a long, well-compressed file costs no more."""
     from tavr.data.video import read_audio
 
     try:
-        return read_audio(src.path, gen.audio_rate)
+        return read_audio(src.path, gen.audio_rate, max_seconds=max_seconds + 1.0)
     except Exception as e:
         raise src.fail("audio", e) from e
 
@@ -216,14 +240,14 @@ def _read_background(src: _Source, gen: GenerateConfig, max_seconds: float) -> n
 # ----- one instance -----
 
 
-def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
-    """Validate and decode one instance (a dict of the fields above) -> Job, or raise RequestError."""
-    from tavr.data.ingest import track_faces
-    from tavr.pipeline import face_sample, reference_length
+def check_fields(instance, limits: ServeConfig) -> dict:
+    """The checks that need no decoding: field names, sources, scalars -> the scalar options.
 
+    Cheap enough to run before a request is queued, so bad input is a 400 even when the server is busy.
+    """
     if not isinstance(instance, dict):
         raise RequestError("instances", "object", f"each instance must be a JSON object, got {type(instance).__name__}")
-    unknown = sorted(set(instance) - FIELDS)
+    unknown = sorted(set(instance) - FIELDS, key=str)
     if unknown:
         raise RequestError(unknown[0], "known_field", f"unknown field (known: {', '.join(sorted(FIELDS))})")
     for field in MEDIA:
@@ -232,8 +256,12 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
     for field in REQUIRED:
         if field not in instance and f"{field}_uri" not in instance:
             raise RequestError(field, "required", "is required (base64, or a path in <field>_uri)")
+    for field in MEDIA:
+        for key in (field, f"{field}_uri"):
+            if key in instance:
+                _text(key, instance[key])
 
-    job = {}
+    job = {"timeout_s": limits.timeout_s}
     if "prompt" in instance:
         job["prompt"] = _text("prompt", instance["prompt"])
         if len(job["prompt"]) > MAX_PROMPT:
@@ -246,21 +274,29 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
         job["keep_ratio"] = _float("keep_ratio", instance["keep_ratio"], 0.0, 1.0, lo_open=True)
     if "guidance" in instance:
         job["guidance"] = _float("guidance", instance["guidance"], 1.0, MAX_GUIDANCE)
-    job["timeout_s"] = limits.timeout_s
     if "timeout_s" in instance:
         job["timeout_s"] = _float("timeout_s", instance["timeout_s"], 0.0, limits.timeout_s, lo_open=True)
+    return job
 
+
+def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
+    """Validate and decode one instance (a dict of the fields above) -> Job, or raise RequestError."""
+    from tavr.data.ingest import track_faces
+    from tavr.pipeline import face_sample, reference_length
+
+    job = check_fields(instance, limits)
+    max_bytes = int(limits.max_request_mb * 2**20)
     with tempfile.TemporaryDirectory(prefix="tavr-request-") as tmp:
         sources = {
-            f: _Source(f, instance, limits.allowed_root, Path(tmp))
+            f: _Source(f, instance, limits.allowed_root, Path(tmp), max_bytes)
             for f in MEDIA if f in instance or f"{f}_uri" in instance
         }  # fmt: skip
-        driving = _read_audio(sources["driving_audio"], gen)
+        driving = _read_audio(sources["driving_audio"], gen, limits.max_audio_seconds)
         seconds = len(driving) / gen.audio_rate
         if seconds * gen.fps < 1:
             raise RequestError("driving_audio", "min_duration", f"lasts {seconds:.3f} s, less than one frame")
         if seconds > limits.max_audio_seconds:
-            raise RequestError("driving_audio", "max_duration", f"lasts {seconds:.1f} s; at most {limits.max_audio_seconds:g} s")
+            raise RequestError("driving_audio", "max_duration", f"lasts more than {limits.max_audio_seconds:g} s, the limit")
         reference, own_audio = _read_video(sources["reference_video"], gen, limits.max_reference_seconds)
         n_ref = reference_length(len(reference), gen.reference_frames)
         if n_ref < gen.min_reference_frames:
@@ -270,6 +306,9 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
         _, found = track_faces(face_sample(reference), 2 * gen.size)
         if not found.any():
             raise RequestError("reference_video", "face", f"no face found in {len(face_sample(reference))} sampled frames")
-        ref_audio = _read_audio(sources["reference_audio"], gen) if "reference_audio" in sources else own_audio
+        ref_audio = own_audio
+        if "reference_audio" in sources:
+            ref_audio = _read_audio(sources["reference_audio"], gen, limits.max_reference_seconds)
+            ref_audio = ref_audio[: int(limits.max_reference_seconds * gen.audio_rate)]
         background = _read_background(sources["target_background"], gen, seconds + gen.chunk_frames / gen.fps)
     return Job(reference, ref_audio, background, driving, **job)

@@ -391,3 +391,29 @@ def test_read_video_resampling_is_repeatable(long_mp4):
     ref = read_video(path).frames
     for _ in range(12):
         assert np.array_equal(read_video(path, fps=30).frames, ref)
+
+
+def test_audio_of_eight_or_more_channels_is_mixed_down_without_crashing(tmp_path):
+    # PyAV 18 misreads planar frames of >= 8 channels (one plane too many): reading such a file
+    # once killed the process. Run it in a child so a regression fails this test, not the run.
+    import subprocess
+    import sys
+    import wave
+
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    for channels in (8, 12):
+        path = tmp_path / f"ch{channels}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
+        code = ("from tavr.data.video import read_audio; import sys; "
+                f"a = read_audio(sys.argv[1]); b = read_audio(sys.argv[1], max_seconds=0.25); "
+                "print(len(a), round(float(abs(a).max()), 3), len(b))")  # fmt: skip
+        res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        n, peak, capped = res.stdout.split()
+        assert int(n) == 16000 and float(peak) == pytest.approx(0.5, abs=0.01)  # every channel the same tone: the mean is it
+        assert 4000 <= int(capped) < 16000  # decoding stopped soon after 0.25 s

@@ -119,6 +119,78 @@ def test_malformed_bodies_are_400s(server, media):
     assert _ready(server)
 
 
+def _raw(server, path, body: bytes, **headers):
+    return httpx.post(f"{server['url']}{path}", content=body, headers=headers, timeout=60)
+
+
+V1 = "/v1/models/tavr:predict"
+V2 = "/v2/models/tavr/infer"
+
+
+def test_hostile_bodies_are_400s_and_the_server_survives(server, media, tmp_path):
+    plain = {"content-type": "text/plain"}  # kserve hands such bodies to the model unparsed
+    cases = [
+        (V1, b"[" * 100000 + b"]" * 100000, plain, "body", "json"),  # nesting past the recursion limit
+        (V1, b'{"instances": [{"steps": ' + b"9" * 5000 + b"}]}", plain, "body", "json"),  # a 5000-digit number
+        (V1, b'{"instances": [{"\\ud800": 1}]}', plain, "\\ud800", "known_field"),  # a lone surrogate as a field name
+        (V2, b"{}xx", {"content-type": "application/octet-stream", "inference-header-content-length": "2"}, "body", "json"),
+    ]
+    for path, body, headers, field, rule in cases:
+        res = _raw(server, path, body, **headers)
+        assert res.status_code == 400, (body[:60], res.text)
+        assert (res.json()["field"], res.json()["rule"]) == (field, rule), res.text
+    prompt = '{"instances": [{"prompt": "\\ud800", "reference_video": "x", "target_background": "x", "driving_audio": "x"}]}'
+    res = _raw(server, V1, prompt.encode(), **plain)
+    assert res.status_code == 400 and res.json()["rule"] == "utf-8"
+    loop = media["allowed"] / "loop1"
+    if not loop.is_symlink():
+        loop.symlink_to(media["allowed"] / "loop2")
+        (media["allowed"] / "loop2").symlink_to(loop)
+    for uri, rule in (("ref.mp4\x00x", "path"), ("a" * 5000, "path"), ("loop1", "path"), ("file://evil/ref.mp4", "uri_scheme")):
+        res = _v1(server, _instance(media, reference_video=None, reference_video_uri=uri))
+        assert res.status_code == 400 and res.json()["rule"] == rule, (uri[:20], res.text)
+
+    def chunks():
+        yield b'{"instances": [{"prompt": "'
+        for _ in range(20):
+            yield b"x" * 2**17  # 2.5 MiB in all, past the 1-MiB limit, with no content-length
+        yield b'"}]}'
+
+    res = httpx.post(f"{server['url']}{V2}", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert res.status_code == 400 and res.json()["rule"] == "max_request_mb", res.text
+    assert _ready(server) and server["process"].poll() is None
+
+
+def test_v2_inputs_must_match_their_declared_type_and_shape(server, media):
+    base = [{"name": "reference_video", "shape": [1], "datatype": "BYTES", "data": [b64(media["ref"])]},
+            {"name": "target_background", "shape": [1], "datatype": "BYTES", "data": [b64(media["still"])]},
+            {"name": "driving_audio", "shape": [1], "datatype": "BYTES", "data": [b64(media["audio"])]}]  # fmt: skip
+    for extra, rule in (
+        ({"name": "steps", "shape": [1], "datatype": "BYTES", "data": ["2"]}, "datatype"),
+        ({"name": "steps", "shape": [2], "datatype": "INT32", "data": [2]}, "shape"),
+        (base[0], "duplicate"),
+    ):
+        res = httpx.post(f"{server['url']}{V2}", json={"inputs": base + [extra]}, timeout=60)
+        assert res.status_code == 400 and res.json()["rule"] == rule, res.text
+
+
+def test_audio_of_eight_channels_is_mixed_down(server, media, tmp_path):
+    import wave
+
+    import numpy as np
+
+    tone = (np.sin(np.arange(16000) * 0.1) * 8000).astype(np.int16)
+    path = tmp_path / "ch8.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(8)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.repeat(tone[:, None], 8, axis=1).tobytes())
+    res = _v1(server, _instance(media, driving_audio=b64(path)))
+    assert res.status_code == 200, res.text
+    assert res.json()["predictions"][0]["duration_s"] == pytest.approx(1.0)
+
+
 def test_a_generation_past_its_timeout_is_cancelled(server, media):
     res = _v1(server, _instance(media, steps=8, timeout_s=0.05))
     assert res.status_code == 504 and res.json()["rule"] == "timeout"
@@ -129,8 +201,11 @@ def test_a_generation_past_its_timeout_is_cancelled(server, media):
 def test_a_burst_over_the_queue_gets_503s_and_the_server_stays_ready(server, media):
     body = {"instances": [_instance(media, steps=4)]}
     url = f"{server['url']}/v1/models/tavr:predict"
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: httpx.post(url, json=body, timeout=300), range(8)))
+    bad = {"instances": [_instance(media, steps=0)]}
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(lambda i: httpx.post(url, json=bad if i == 4 else body, timeout=300), range(9)))
+    assert answers[4].status_code == 400 and answers[4].json()["field"] == "steps"  # bad input is a 400 even when busy
+    answers = answers[:4] + answers[5:]
     codes = sorted(a.status_code for a in answers)
     assert set(codes) <= {200, 503}, [a.text[:200] for a in answers]
     assert 1 <= codes.count(200) <= 3 + 2 and codes.count(503) >= 3  # queue 2 + the running one admitted at once
