@@ -294,7 +294,7 @@ class _Audio:
 
 
 def read_video(path, fps=None, audio_rate: int = 16000, max_seconds: float | None = None,
-               max_side: int | None = None) -> Clip:
+               max_side: int | None = None, max_frames: int | None = None) -> Clip:
     """Decode a video file into a `Clip`.
 
     fps: resample to this rate by timestamps (output time k/fps takes the source frame
@@ -303,6 +303,8 @@ def read_video(path, fps=None, audio_rate: int = 16000, max_seconds: float | Non
     trimmed to round(duration * audio_rate) samples; None without an audio stream.
     max_side: downscale while decoding (keeping the aspect ratio, swscale "area") so
     the shorter side is at most this; the other side is rounded, so it may be odd.
+    max_frames: stop after this many decoded source frames (whatever their timestamps), so
+    a file packing thousands of frames into a second costs no more than that.
     A file that decodes partially returns what decodes. For long files see `iter_video`.
     """
     out_fps = None if fps is None else _as_fps(fps)
@@ -315,6 +317,8 @@ def read_video(path, fps=None, audio_rate: int = 16000, max_seconds: float | Non
         times, frames = [], []
         for t, rgb in source:
             if limit is not None and times and t - times[0] >= limit:
+                break
+            if max_frames is not None and len(times) >= max_frames:
                 break
             times.append(t)
             frames.append(rgb)

@@ -5,7 +5,7 @@
                                   -> {"predictions": [{"video": B64 mp4, "duration_s": X, "seconds": X,
                                      "model_version": "..."}]}
     POST /v2/models/<name>/infer     the same fields as named inputs (media and prompt BYTES,
-                                     steps and seed INT32/INT64, keep_ratio, guidance, timeout_s FP32),
+                                     steps and seed INT32/INT64, keep_ratio, guidance, timeout_s FP32/FP64),
                                      shape [N] for N instances; outputs video (BYTES), duration_s
                                      (FP32), seconds (FP32), model_version (BYTES), each [N]
     GET  /v2/models/<name>/ready     200 once loaded and warmed up
@@ -42,7 +42,7 @@ from tavr.serve.requests import FIELDS, RequestError, check_fields, check_instan
 
 HASHED_BYTES = 256 * 2**20  # files up to this size enter the version hash by content, larger ones by size
 INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-V2_TYPES = {"steps": INTS, "seed": INTS, **{k: ("FP16", "FP32", "FP64", *INTS) for k in ("keep_ratio", "guidance", "timeout_s")}}
+V2_TYPES = {"steps": INTS, "seed": INTS, **{k: ("FP32", "FP64", *INTS) for k in ("keep_ratio", "guidance", "timeout_s")}}
 
 
 class Busy(Exception):
@@ -157,7 +157,9 @@ class TAVRModel(kserve.Model):
             gen = self.pipeline.config
             jobs = [await asyncio.to_thread(check_instance, inst, self.cfg, gen) for inst in instances]
             async with self._lock:
-                outputs = [await asyncio.to_thread(self._generate, job) for job in jobs]
+                timeout = min(job.timeout_s for job in jobs)  # one budget for the whole request
+                deadline = time.monotonic() + timeout
+                outputs = [await asyncio.to_thread(self._generate, job, deadline, timeout) for job in jobs]
         finally:
             self._active -= 1
         if v2 is None:
@@ -166,13 +168,12 @@ class TAVRModel(kserve.Model):
         tensors = [InferOutput(name, [len(outputs)], kind, [o[name] for o in outputs]) for name, kind in columns]
         return InferResponse(response_id=v2.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=tensors)
 
-    def _generate(self, job) -> dict:
-        """Run one checked job (in a worker thread); stop between denoising steps past its deadline."""
-        deadline = time.monotonic() + job.timeout_s
+    def _generate(self, job, deadline: float, timeout: float) -> dict:
+        """Run one checked job (in a worker thread); stop between denoising steps past `deadline`."""
 
         def check_deadline(done: int, total: int) -> None:
             if time.monotonic() > deadline:
-                raise GenerationTimeout(job.timeout_s)
+                raise GenerationTimeout(timeout)
 
         with tempfile.TemporaryDirectory(prefix="tavr-answer-") as tmp:
             try:
@@ -239,8 +240,9 @@ class RequestGuard:
                 if over:  # whatever caught the streamed-limit error answers with it
                     body = json.dumps(self.too_large().as_json()).encode()
                 elif isinstance(error, dict) and "field" not in error:
-                    detail = error.get("error") or error.get("detail") or "cannot be read"
-                    body = json.dumps({"error": f"body: {detail}", "field": "body", "rule": "format"}).encode()
+                    detail = str(error.get("error") or error.get("detail") or "cannot be read")
+                    rule = "json" if "Unrecognized request format" in detail else "format"
+                    body = json.dumps({"error": f"body: {detail}", "field": "body", "rule": rule}).encode()
                 head = held.pop()
                 headers = [(k, v) for k, v in head["headers"] if k.lower() != b"content-length"]
                 await send({**head, "headers": headers + [(b"content-length", str(len(body)).encode())]})

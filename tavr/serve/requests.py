@@ -19,7 +19,8 @@ A V1 instance and a V2 request carry the same fields (V2 as named inputs):
     guidance                    number / FP32       1 .. 20, both guidance scales (1 = off)
     timeout_s                   number / FP32       > 0; at most serve.timeout_s
 
-Frames of any size are centre-cropped to a square and resized to the model's size. Every
+Frames of up to 16 megapixels and 8:1 are centre-cropped to a square and resized to the model's
+size; decoding stops at the duration limits or after 60 source frames per second of them. Every
 failure names the field and the rule it broke; nothing here raises anything else.
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +45,9 @@ REQUIRED = ("reference_video", "target_background", "driving_audio")
 SCALARS = ("prompt", "steps", "seed", "keep_ratio", "guidance", "timeout_s")
 FIELDS = frozenset(MEDIA) | {f"{m}_uri" for m in MEDIA} | frozenset(SCALARS)
 MAX_PROMPT = 2000
+MAX_PIXELS = 4096 * 4096  # per frame, from the header, before decoding
+MAX_ASPECT = 8  # longer side : shorter side
+MAX_SOURCE_FPS = 60  # decoding stops after max_seconds * this many source frames
 MAX_GUIDANCE = 20.0
 
 
@@ -205,12 +208,26 @@ class _Source:
         return RequestError(self.field, "decodable", f"cannot be decoded as {kind} ({reason})")
 
 
-def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float | None = None):
-    from tavr.data.video import read_video
+def _check_pixels(field: str, width: int, height: int) -> None:
+    if width < 1 or height < 1 or width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+        raise RequestError(field, "frame_size", f"frames are {width}x{height}; at most {MAX_PIXELS // 10**6} megapixels "
+                                                f"and {MAX_ASPECT}:1")  # fmt: skip
+
+
+def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float):
+    """Frames (F, S, S, 3) and audio; the declared frame size is checked before anything is decoded,
+    and decoding stops after max_seconds or MAX_SOURCE_FPS * max_seconds source frames."""
+    from tavr.data.video import probe, read_video
 
     try:
-        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=gen.size)
-    except Exception as e:  # any decoder failure is the input's fault
+        facts = probe(src.path)
+    except Exception as e:  # any demuxer failure is the input's fault
+        raise src.fail("video", e) from e
+    _check_pixels(src.field, facts["width"], facts["height"])
+    try:
+        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=gen.size,
+                          max_frames=math.ceil(max_seconds * MAX_SOURCE_FPS))  # fmt: skip
+    except Exception as e:
         raise src.fail("video", e) from e
     return _square(clip.frames, gen.size), clip.audio
 
@@ -226,14 +243,20 @@ def _read_audio(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.nda
 
 
 def _read_background(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.ndarray:
+    """A still image (its size checked from the header before decoding) or a video."""
     try:
-        with Image.open(io.BytesIO(src.path.read_bytes())) as img:
-            img.load()
-            if getattr(img, "n_frames", 1) == 1:
-                return _square(np.asarray(img.convert("RGB"))[None], gen.size)[0]
+        img = Image.open(src.path)
     except (OSError, ValueError, Image.DecompressionBombError):
-        pass  # not a still image: try it as a video
-    frames, _ = _read_video(src, gen, max_seconds)  # the output is never longer; a longer video is cut
+        img = None  # not an image Pillow knows: try it as a video
+    if img is not None:
+        with img:
+            _check_pixels(src.field, *img.size)
+            if getattr(img, "n_frames", 1) == 1:
+                try:
+                    return _square(np.asarray(img.convert("RGB"))[None], gen.size)[0]
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    raise src.fail("image", e) from e
+    frames, _ = _read_video(src, gen, max_seconds)  # an animation or a video; the output is never longer
     return frames
 
 

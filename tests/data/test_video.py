@@ -417,3 +417,12 @@ def test_audio_of_eight_or_more_channels_is_mixed_down_without_crashing(tmp_path
         n, peak, capped = res.stdout.split()
         assert int(n) == 16000 and float(peak) == pytest.approx(0.5, abs=0.01)  # every channel the same tone: the mean is it
         assert 4000 <= int(capped) < 16000  # decoding stopped soon after 0.25 s
+
+
+def test_max_frames_stops_decoding_a_dense_file(tmp_path):
+    frames = np.zeros((100, 32, 32, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(100, dtype=np.uint8)[:, None, None] * 2
+    write_video(tmp_path / "dense.mp4", frames, 100)  # 100 frames in one second
+    clip = read_video(tmp_path / "dense.mp4", fps=25, max_frames=30)
+    assert clip.num_frames == 8  # the first 30 source frames = 0.3 s -> 8 frames at 25 fps
+    assert read_video(tmp_path / "dense.mp4", fps=25).num_frames == 25

@@ -40,6 +40,19 @@ def test_a_file_uri_may_stand_in_the_media_field(media):
     assert (err.value.field, err.value.rule) == ("reference_video", "allowed_root")
 
 
+def test_oversized_or_extreme_frames_are_refused_before_decoding(media, tmp_path):
+    from PIL import Image
+
+    from tavr.data.video import write_video
+
+    Image.new("1", (5000, 5000)).save(tmp_path / "huge.png")  # 25 megapixels, a few kB on disk
+    write_video(tmp_path / "thin.mp4", np.zeros((5, 16, 240, 3), np.uint8), 25)  # 15:1
+    for field, path in (("target_background", "huge.png"), ("target_background", "thin.mp4"), ("reference_video", "thin.mp4")):
+        with pytest.raises(RequestError) as err:
+            check_instance({**_good(media), field: _b64(tmp_path / path)}, ServeConfig(), GEN)
+        assert (err.value.field, err.value.rule) == (field, "frame_size")
+
+
 def test_base64_may_be_wrapped_or_a_data_uri(media):
     raw = media["audio"].read_bytes()
     plain = base64.b64encode(raw).decode()
