@@ -33,6 +33,7 @@ from pathlib import Path
 
 import kserve
 import numpy as np
+import torch
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve import InferOutput, InferRequest, InferResponse
@@ -122,8 +123,6 @@ class TAVRModel(kserve.Model):
     def load(self) -> bool:
         """Load the pipeline folder and run one short generation; only then is the model ready."""
         from tavr.pipeline import TAVRPipeline
-
-        import torch
 
         device = self.cfg.device
         if device == "auto":
