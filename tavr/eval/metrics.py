@@ -24,8 +24,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter
 from skimage.metrics import structural_similarity
 
-from tavr.data.faces import audio_envelope, best_lag_correlation
-from tavr.rl.rewards import face_track, mean_embedding
+from tavr.rl.rewards import face_track, identity_reward, lipsync_score
 
 PSNR_CAP = 100.0
 SSIM_WINDOW = 7  # skimage's default window; SSIM is averaged where the window is clear of the person
@@ -40,24 +39,16 @@ def _frames(name: str, video: np.ndarray) -> np.ndarray:
 
 
 def identity(generated: np.ndarray, reference: np.ndarray, frames: int = 4) -> tuple[float, int]:
-    """(cosine similarity of mean face embeddings, generated frames with a face among the sampled)."""
-    ref, _ = mean_embedding(_frames("reference", reference), frames)
-    if ref is None:
-        raise ValueError(f"no face in the {frames} sampled reference frames")
-    gen, found = mean_embedding(_frames("generated", generated), frames)
-    if gen is None:
-        return 0.0, 0
-    return float(gen @ ref / max(float(np.linalg.norm(gen) * np.linalg.norm(ref)), 1e-12)), found
+    """(the identity reward of `generated` against `reference`, generated frames with a face among the sampled)."""
+    generated, reference = _frames("generated", generated), _frames("reference", reference)
+    scores, info = identity_reward(frames)([generated], {"reference_frames": [reference]})
+    return float(scores[0]), int(info["faces"][0])
 
 
 def lipsync(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_offset: int = 3) -> tuple[float, int | None]:
-    """(correlation at the best offset, the offset) from a mouth track (F,) with NaN where no face."""
-    found = ~np.isnan(mouth)
-    if found.sum() < 3:
-        return 0.0, None
-    filled = np.where(found, mouth, mouth[found].mean())
-    corr, offset = best_lag_correlation(filled, audio_envelope(audio, rate, fps, len(mouth)), max_offset)
-    return corr, offset
+    """(correlation at the best offset, the offset) from a mouth track (F,) with NaN where no face:
+    the lip-sync reward's own computation (tavr.rl.rewards.lipsync_score)."""
+    return lipsync_score(mouth, audio, rate, fps, max_offset)
 
 
 def background(generated: np.ndarray, target: np.ndarray, person: np.ndarray) -> tuple[float, float]:

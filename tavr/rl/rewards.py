@@ -136,6 +136,17 @@ def identity_reward(frames: int = 4) -> Reward:
     return reward
 
 
+def lipsync_score(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_lag: int = 3) -> tuple[float, int | None]:
+    """(correlation, lag) of a mouth track (F,), NaN where no face, with the audio's RMS envelope
+    at the best lag in +-max_lag frames; frames without a face take the mean opening.
+    (0.0, None) with fewer than 3 faces."""
+    found = ~np.isnan(mouth)
+    if found.sum() < 3:
+        return 0.0, None
+    filled = np.where(found, mouth, mouth[found].mean())
+    return faces.best_lag_correlation(filled, faces.audio_envelope(audio, rate, fps, len(mouth)), max_lag)
+
+
 def lipsync_reward(max_lag: int = 3) -> Reward:
     """Pearson correlation of mouth opening and audio RMS per frame at the best lag in ±max_lag frames.
 
@@ -151,13 +162,9 @@ def lipsync_reward(max_lag: int = 3) -> Reward:
         scores, lags, rates = np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32)
         for i, (video, audio) in enumerate(zip(videos, audios)):
             mouth = mouth_track(video)
-            found = ~np.isnan(mouth)
-            rates[i] = found.mean()
-            if found.sum() < 3:
-                continue
-            mouth = np.where(found, mouth, mouth[found].mean())
-            env = faces.audio_envelope(audio, rate, fps, len(video))
-            scores[i], lags[i] = faces.best_lag_correlation(mouth, env, max_lag)
+            rates[i] = (~np.isnan(mouth)).mean()
+            scores[i], lag = lipsync_score(mouth, audio, rate, fps, max_lag)
+            lags[i] = 0 if lag is None else lag
         return scores, {"lag": lags, "face_rate": rates}
 
     return reward

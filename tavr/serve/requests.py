@@ -326,9 +326,10 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
             raise RequestError("reference_video", "min_frames",
                                f"has {len(reference)} frames at {gen.fps} fps; at least {gen.min_reference_frames} are needed")
         reference = reference[:n_ref]
-        _, found = track_faces(face_sample(reference), 2 * gen.size)
+        sampled = face_sample(reference)
+        _, found = track_faces(sampled, 2 * gen.size)
         if not found.any():
-            raise RequestError("reference_video", "face", f"no face found in {len(face_sample(reference))} sampled frames")
+            raise RequestError("reference_video", "face", f"no face found in {len(sampled)} sampled frames")
         ref_audio = own_audio
         if "reference_audio" in sources:
             ref_audio = _read_audio(sources["reference_audio"], gen, limits.max_reference_seconds)
