@@ -233,13 +233,16 @@ STAGES = {
     "stage3": ("tavr.train.stage3_rl", "Flow-GRPO RL on identity and lip-sync rewards from stage 2"),
 }
 ResumeOpt = Annotated[str, typer.Option(help="auto (latest checkpoint), never, or a checkpoint folder")]
+SectionOpt = Annotated[Optional[str], typer.Option(help="params section to read instead of the stage's own "
+                                                        "(image_stage1-3: the image-reference baseline)")]
 
 
 def _stage_command(module: str, doc: str, resumable: bool):
-    def command(params: ParamsOpt = None, resume: ResumeOpt = "auto") -> None:
+    def command(params: ParamsOpt = None, resume: ResumeOpt = "auto", section: SectionOpt = None) -> None:
         import importlib
 
         argv = ["--params", str(params or "params.yaml")] + (["--resume", resume] if resumable else [])
+        argv += ["--section", section] if section else []
         try:
             importlib.import_module(module).main(argv)
         except (ConfigError, FileNotFoundError, ValueError) as e:
@@ -278,8 +281,10 @@ def bench(
     pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: bench.out)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="sampler steps (default: bench.steps)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all)")] = None,
-    method: Annotated[str, typer.Option(help="name in the summary")] = "tavr",
+    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all; default: bench.limit)")] = None,
+    method: Annotated[Optional[str], typer.Option(help="name in the summary and report (default: bench.method)")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="reference given: video | raw (its first frame) | adapted "
+                                                         "(that frame put in the target scene); default: bench.protocol")] = None,
     params: ParamsOpt = None,
 ) -> None:
     """Generate every bench pair with a pipeline, save the mp4s, score them (pairs.csv, summary.json)."""
@@ -289,6 +294,7 @@ def bench(
     from tavr.pipeline import TAVRPipeline
 
     cfg = _config(params).bench
+    method = method or cfg.method
     try:
         pipe = TAVRPipeline.from_pretrained(model or cfg.model)
     except (FileNotFoundError, ValueError) as e:
@@ -298,11 +304,104 @@ def bench(
     with _progress() as progress:
         try:
             summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit if limit is None else limit,
-                                cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"))  # fmt: skip
+                                cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"),
+                                protocol or cfg.protocol)  # fmt: skip
         except (FileNotFoundError, ValueError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
     _print_bench(summary, out)
+
+
+@bench_app.command("report")
+def bench_report(
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="folder of <method>/ results (default: bench.report)")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file, for frame grids (default: bench.pairs)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Every method side by side: index.html, summary.json, summary.md and plots/ in the folder."""
+    from tavr.eval.report import build_report
+
+    cfg = _config(params).bench
+    directory = directory or Path(cfg.report)
+    try:
+        summary = build_report(directory, cfg.methods, pairs or cfg.pairs, cfg.grid_pairs)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    table = Table(title=f"cross-scene benchmark: {summary['pairs']} pairs")
+    names = list(next(iter(summary["methods"].values())))
+    table.add_column("method")
+    for name in names:
+        table.add_column(name, justify="right")
+    for m, values in summary["methods"].items():
+        table.add_row(m, *("n/a" if values[k] is None else f"{values[k]:.3f}" for k in names))
+    console.print(table)
+    missing = [m for m in cfg.methods if m not in summary["methods"]]
+    if missing:
+        console.print(f"[yellow]no results for {', '.join(missing)}[/yellow]")
+    console.print(f"wrote {directory / 'index.html'}, {directory / 'summary.json'}, {directory / 'summary.md'}")
+
+
+@app.command()
+def gate(
+    summary: Annotated[Optional[Path], typer.Option(help="report summary (default: gate.summary)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="decision file (default: gate.out)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Decide whether the candidate may be deployed (thresholds: the gate params); writes the decision."""
+    from tavr.eval.gate import run_gate
+
+    cfg = _config(params).gate
+    try:
+        decision = run_gate(cfg, summary, out)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    colour = "green" if decision["pass"] else "red"
+    console.print(f"[{colour}]gate {'passed' if decision['pass'] else 'failed'}[/{colour}]")
+    for reason in decision["reasons"]:
+        console.print(f"  - {reason}")
+    console.print(f"wrote {out or cfg.out}")
+
+
+@app.command("export")
+def export_model(
+    gate_file: Annotated[Optional[Path], typer.Option("--gate", help="gate decision (default: gate.out)")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="candidate pipeline folder (default: gate.model)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="export folder (default: gate.export)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Copy the candidate to the export folder when the gate passed (export.json says either way)."""
+    from tavr.eval.export import export
+
+    cfg = _config(params).gate
+    try:
+        info = export(gate_file or cfg.out, model or cfg.model, out or cfg.export)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if info["exported"]:
+        console.print(f"[green]exported[/green] {info['model']} to {out or cfg.export}")
+    else:
+        console.print(f"[yellow]not exported[/yellow]: the gate did not pass; {out or cfg.export}/export.json says why")
+
+
+@app.command()
+def promote(
+    src: Annotated[Optional[Path], typer.Option(help="exported model (default: gate.export)")] = None,
+    dst: Annotated[Optional[Path], typer.Option(help="production registry (default: gate.production)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Register the exported model as production: later gates compare candidates with it."""
+    from tavr.eval.export import promote as run_promote
+
+    cfg = _config(params).gate
+    try:
+        run_promote(src or cfg.export, dst or cfg.production)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    console.print(f"promoted {src or cfg.export} to {dst or cfg.production}")
 
 
 def _print_bench(summary: dict, out: Path) -> None:

@@ -120,6 +120,7 @@ class GenerateConfig:
     motion_frames: int = 1  # latent frames of the previous chunk that condition the next
     reference_frames: int = 49  # at most this many reference frames (4k + 1) are used
     min_reference_frames: int = 5  # fewer is an error (the image-reference baseline sets 1)
+    reference_audio: bool = True  # condition on the reference's own audio (an image reference has none)
     steps: int = 20
     sampler: str = "unipc"  # unipc | euler
     shift: float = 1.0  # sigma shift of the sampler (Wan uses 3-5 at 480p+)
@@ -210,6 +211,7 @@ class FlowStageConfig:
 
     run: RunConfig = field(default_factory=_run(steps=200, batch_size=4, lr=3e-4, warmup_steps=10, ema_decay=0.99, checkpoint_every=50, log_every=10))
     pairing: str = "same_scene"  # same_scene: the other window of the clip | cross_scene: another scene, same identity
+    reference: str = "video"  # video: the reference window and its audio | image: its first frame alone (the baseline)
     init: str = ""  # a pipeline folder to start from ("" = fresh weights)
     cache: str = "data/latents"
     vae: str = "models/vae"
@@ -237,6 +239,7 @@ class RLStageConfig:
     out: str = "models/stage3"
     run_dir: str = "runs/stage3"
     pairing: str = "cross_scene"  # reference of each rollout condition (batch_size conditions per step)
+    reference: str = "video"  # video | image: as in stages 1 and 2
     group_size: int = 4  # G samples per condition; advantages are normalised within a group
     sample_steps: int = 8  # SDE steps per rollout
     shift: float = 1.0
@@ -258,16 +261,41 @@ class RLStageConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """The cross-scene benchmark (`tavr bench`): generate every pair, score it (tavr/eval)."""
+    """The cross-scene benchmark (`tavr bench`): generate every pair, score it (tavr/eval), report."""
 
     pairs: str = "data/bench_pairs.json"
     model: str = "models/stage3"
+    method: str = "tavr"  # the method's name in the report
+    protocol: str = "video"  # video: the reference video | raw: its first frame | adapted: that frame put in the target scene
     out: str = "reports/bench/tavr"
     steps: int = 10  # sampler steps per generation
-    limit: int = 0  # the first `limit` pairs (0 = all)
-    seed: int = 0  # pair i is generated with seed + i
+    limit: int = 0  # the first `limit` pairs (0 = all); pairs go round-robin over people, so a prefix is balanced
+    seed: int = 0  # pair i is generated with seed + i (the same noise for every method)
     identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)
     max_offset: int = 3  # lip-sync offsets searched, in frames either way
+    report: str = "reports/bench"  # the report's folder: <method>/ results in, index.html + summary.json out
+    methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted")  # report columns, in order
+    grid_pairs: int = 6  # pairs shown as frame grids in the report
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The deployment gate (`tavr gate`) over the report's summary, and export of a passing model."""
+
+    summary: str = "reports/bench/summary.json"
+    candidate: str = "tavr"  # the method in the summary that is up for deployment
+    baselines: tuple[str, ...] = ("image_raw", "image_adapted")  # the candidate must beat each on identity
+    identity_margin: float = 0.0  # ... by more than this
+    lipsync_tolerance: float = 0.05  # its lip sync may trail a baseline's by at most this
+    min_identity: float = 0.3  # absolute floors
+    min_lipsync: float = 0.1
+    min_face_rate: float = 0.5
+    min_bg_psnr: float = 15.0
+    production: str = "models/production"  # a registered model (`tavr promote`): its bench.json is compared
+    max_regression: float = 0.02  # identity and lip sync may fall at most this far below production's
+    out: str = "reports/gate.json"
+    model: str = "models/stage3"  # the candidate's pipeline folder
+    export: str = "models/export"  # written by `tavr export`: the pipeline only when the gate passes
 
 
 @dataclass(frozen=True)
@@ -311,7 +339,21 @@ class TAVRConfig:
         )
     )
     stage3: RLStageConfig = field(default_factory=RLStageConfig)
+    # the image-reference baseline: the same three stages with one reference frame (params.yaml sets
+    # them from the stages above, so both models get the same data, steps and knobs)
+    image_stage1: FlowStageConfig = field(
+        default_factory=lambda: FlowStageConfig(reference="image", out="models/image/stage1", run_dir="runs/image_stage1")
+    )
+    image_stage2: FlowStageConfig = field(
+        default_factory=lambda: FlowStageConfig(reference="image", pairing="cross_scene", init="models/image/stage1",
+                                                out="models/image/stage2", run_dir="runs/image_stage2")  # fmt: skip
+    )
+    image_stage3: RLStageConfig = field(
+        default_factory=lambda: RLStageConfig(reference="image", init="models/image/stage2", out="models/image/stage3",
+                                              run_dir="runs/image_stage3")  # fmt: skip
+    )
     bench: BenchConfig = field(default_factory=BenchConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 

@@ -129,7 +129,9 @@ class TAVRPipeline:
         directory = Path(directory)
         index_path = directory / "model_index.json"
         if not index_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a TAVR pipeline folder (no model_index.json)")
+            from tavr.eval.export import not_exported_reason
+
+            raise FileNotFoundError(not_exported_reason(directory) or f"{directory} is not a TAVR pipeline folder (no model_index.json)")
         index = json.loads(index_path.read_text())
         if index.get("format") != FORMAT:
             raise ValueError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r}")
@@ -207,8 +209,9 @@ class TAVRPipeline:
     ) -> GenerationOutput:
         """Generate a talking video.
 
-        Arrays or file paths. reference_video: uint8 (F, H, W, 3), or a video whose audio becomes
-        the reference audio unless `reference_audio` is given; target_background: uint8 image (H, W, 3) or video
+        Arrays or file paths. reference_video: uint8 (F, H, W, 3) or one image (H, W, 3) for a model
+        trained on image references, or a video whose audio becomes the reference audio unless
+        `reference_audio` is given (ignored by image-reference models); target_background: uint8 image (H, W, 3) or video
         (F, H, W, 3), looped when shorter than the output; driving_audio / reference_audio:
         float32 (N,) at `audio_rate`; background_mask: bool (H, W) or (F, H, W), True where the
         person goes (computed when None). Returns frames (F, H, W, 3) with F = the audio's
@@ -224,6 +227,7 @@ class TAVRPipeline:
         reference_video, reference_audio, target_background, driving_audio = self._load(
             reference_video, reference_audio, target_background, driving_audio
         )
+        reference_video = reference_video[None] if reference_video.ndim == 3 else reference_video  # one image
         self._check_size("reference video", reference_video)
         n_ref = reference_length(len(reference_video), cfg.reference_frames)
         if n_ref < cfg.min_reference_frames:
@@ -247,7 +251,7 @@ class TAVRPipeline:
         ref_frames = reference_video[:n_ref]
         ref_latent = self.encode_video(ref_frames)
         ref_audio = None
-        if reference_audio is not None and len(reference_audio):
+        if cfg.reference_audio and reference_audio is not None and len(reference_audio):
             seg = torch.from_numpy(np.asarray(reference_audio, dtype=np.float32).reshape(1, -1))
             ref_audio = self.audio_encoder(seg, n_ref, cfg.fps).to(self.device)
 
@@ -310,7 +314,8 @@ class TAVRPipeline:
             decoded = to_frames(self.vae.decode(latent))
             frames.append(decoded if k == 0 else decoded[1:])
             latents.append(latent)
-            seam = self.encode_video(decoded[-1:])
+            if k + 1 < n_chunks:  # the next chunk starts on this chunk's last frame
+                seam = self.encode_video(decoded[-1:])
 
         # 6. cut to the audio's length and write
         video = np.concatenate(frames)[:total]

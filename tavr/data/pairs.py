@@ -36,6 +36,7 @@ def make_pairs(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[dict]:
                         "identity": ref["identity"],
                         "reference_clip": ref["clip_id"],
                         "reference": ref["path"],
+                        "reference_mask": ref["mask_path"],
                         "reference_scene": ref["scene"],
                         "target_clip": tgt["clip_id"],
                         "target": tgt["path"],

@@ -1,19 +1,22 @@
 """The cross-scene benchmark: generate every pair with a pipeline, or score any method's videos.
 
-    tavr bench --model DIR --pairs data/bench_pairs.json --out DIR [--steps N] [--limit N]
+    tavr bench --model DIR --pairs data/bench_pairs.json --out DIR [--protocol video|raw|adapted] [--steps N] [--limit N]
     tavr bench score --pred-dir DIR --pairs data/bench_pairs.json --out DIR [--method NAME]
 
 A pair (tavr.data.pairs) holds a reference clip of a held-out person in one scene, a target
 clip of the same person in another scene with its person mask, and the target's audio. A
 method sees the reference, the target frames with the person masked out and the audio, and
-must put the reference person into the target scene. Scores (tavr.eval.metrics) compare the
+must put the reference person into the target scene. The reference is the video (TAVR), or for
+an image-reference model one frame of it: raw, or adapted to the target scene (tavr.eval.adapt). Scores (tavr.eval.metrics) compare the
 result with the reference (identity), the audio (lip sync) and the target scene outside the
 person (background).
 
 Writes, under DIR:
     pairs.csv       one row per pair: pair_id, identity (person), every metric, seconds
     summary.json    {"method", "pairs", "scored", "missing": [pair_id, ...], "metrics": {name: mean}}
+                    (+ "protocol" when generated)
     videos/         <pair_id>.mp4 (generation only)
+    inputs/         <pair_id>.png: the reference image an image protocol gave
 Videos scored from another method are read as <pair_id>.mp4 and resized to the target's size
 if needed; a missing video is listed, not scored as zero.
 """
@@ -33,9 +36,13 @@ from tavr.data.pairs import load_pairs
 from tavr.data.synth import load_masks
 from tavr.data.video import read_audio, read_video, write_video
 from tavr.eval import metrics
+from tavr.eval.adapt import adapt_reference
 from tavr.files import write_json
 
 METRICS = ("identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate")
+
+
+PROTOCOLS = ("video", "raw", "adapted")
 
 
 def pair_inputs(root: Path, pair: dict, fps: int = 25, rate: int = 16000, frames: int | None = None) -> dict:
@@ -48,6 +55,22 @@ def pair_inputs(root: Path, pair: dict, fps: int = 25, rate: int = 16000, frames
         target, mask, audio = target[:frames], mask[:frames], audio[: round(frames / fps * rate)]
     return {"reference": reference.frames, "reference_audio": reference.audio, "target": target, "mask": mask,
             "audio": audio, "fps": fps, "rate": rate}  # fmt: skip
+
+
+def reference_input(protocol: str, root: Path, pair: dict, inputs: dict) -> np.ndarray:
+    """What a method is given as the reference: the video (F, H, W, 3), or one image (H, W, 3):
+    its first frame (raw), or that frame adapted to the target scene (tavr.eval.adapt)."""
+    if protocol == "video":
+        return inputs["reference"]
+    if protocol == "raw":
+        return inputs["reference"][0]
+    if protocol == "adapted":
+        if "reference_mask" not in pair:
+            raise ValueError(f"pair {pair['pair_id']} has no reference_mask, which the adapted protocol needs "
+                             "(bench pairs written before it existed: re-run `tavr ingest`)")  # fmt: skip
+        person = load_masks(root / pair["reference_mask"])[0]
+        return adapt_reference(inputs["reference"][0], person, inputs["target"][0], inputs["mask"][0])
+    raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
 
 
 def _fit(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -97,8 +120,12 @@ def _pairs(path: str | Path, limit: int) -> tuple[Path, list[dict]]:
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,
              seed: int = 0, method: str = "tavr", identity_frames: int = 4, max_offset: int = 3,
-             progress: Callable[[int, int], None] | None = None) -> dict:
-    """Generate the first chunk of every pair with `pipeline` (a TAVRPipeline), save and score it."""
+             progress: Callable[[int, int], None] | None = None, protocol: str = "video") -> dict:
+    """Generate the first chunk of every pair with `pipeline` (a TAVRPipeline) given the reference
+    of `protocol` (see reference_input), save and score it. Image protocols also save the image
+    given, as inputs/<pair_id>.png. Identity is always scored against the whole reference video."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     out = Path(out)
     root, pairs = _pairs(pairs_file, limit)
     gen = pipeline.config
@@ -106,14 +133,20 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, gen.chunk_frames)
         start = time.perf_counter()
-        result = pipeline(inputs["reference"], inputs["target"], inputs["audio"], reference_audio=inputs["reference_audio"],
+        reference = reference_input(protocol, root, pair, inputs)
+        if reference.ndim == 3:
+            (out / "inputs").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(reference).save(out / "inputs" / f"{pair['pair_id']}.png")
+        result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=inputs["reference_audio"],
                           background_mask=inputs["mask"], num_steps=steps, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
         scores = score_pair(result.frames, inputs, identity_frames, max_offset)
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "seconds": time.perf_counter() - start})
         if progress:
             progress(i + 1, len(pairs))
-    return _write(out, rows, summarize(rows, method, []))
+    summary = summarize(rows, method, [])
+    summary["protocol"] = protocol
+    return _write(out, rows, summary)
 
 
 def score_dir(pred_dir: str | Path, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,

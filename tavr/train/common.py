@@ -298,14 +298,19 @@ def after_step(run: RunConfig, run_dir, step: int, model, optimizer, scheduler, 
     return stop_after is not None and step >= stop_after
 
 
-def stage_args(description: str, argv: list[str] | None = None):
-    """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder)."""
+def stage_args(description: str, argv: list[str] | None = None, section: str = ""):
+    """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder,
+    the params section it reads: `section` unless --section names another, e.g. image_stage1)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--params", default="params.yaml", help="params file (defaults only when it does not exist)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    ap.add_argument("--section", default=section, help=f"params section to read (default: {section})")
     args = ap.parse_args(argv)
     root = load_config(args.params if Path(args.params).is_file() else None)
-    return root, None if args.resume == "never" else args.resume
+    kind = type(getattr(root, section, None))
+    if not isinstance(getattr(root, args.section, None), kind):
+        ap.error(f"--section {args.section!r} is not a {kind.__name__} section of the params")
+    return root, None if args.resume == "never" else args.resume, args.section
 
 
 def _finished(root: Path) -> list[Path]:

@@ -145,7 +145,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, resume = common.stage_args("Stage 0: train the tiny VAE on the ingested clips.", argv)
+    cfg, resume, _ = common.stage_args("Stage 0: train the tiny VAE on the ingested clips.", argv, "vae")
     metrics = train(cfg.vae, to_dict(cfg.vae), resume)
     if metrics:
         print(json.dumps(metrics, indent=1))

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 from tavr import flow
-from tavr.config import FlowStageConfig, TAVRConfig, to_dict
+from tavr.config import FlowStageConfig, GenerateConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
 from tavr.files import write_json
 from tavr.models.transformer import TAVRTransformer3DModel
@@ -84,17 +84,25 @@ class LatentCache:
             raise ValueError(f"clip {me['clip_id']} has one window: no motion latents to train with")
         return int(nxt[0])
 
-    def batch(self, targets: list[int], refs: list[int], motion_frames: int = 0) -> dict[str, torch.Tensor]:
+    def batch(self, targets: list[int], refs: list[int], motion_frames: int = 0, reference: str = "video") -> dict[str, torch.Tensor]:
         """Model inputs for a batch: x0, mask (B, 1, F', h, w), background, reference, audio windows;
         with `motion_frames`, "motion" (B, C, motion_frames, h, w): the last latent frames of each
-        target's previous window (every target must have one: see `with_previous`)."""
+        target's previous window (every target must have one: see `with_previous`).
+
+        reference="image" (the image-reference baseline) keeps latent frame 0 of each reference window,
+        which the causal VAE computes from the window's first frame alone, exactly as it encodes a
+        single image, and no reference audio."""
+        if reference not in ("video", "image"):
+            raise ValueError(f"reference must be 'video' or 'image'; got {reference!r}")
         t = self.tensors
         x0 = t["latent"][targets].float()  # (B, C, F', h, w)
         mask = t["mask"][targets].float()  # (B, 1, F', h, w)
+        ref = t["latent"][refs].float()
         out = {
             "x0": x0, "mask": mask, "background": masked_background(x0, mask),
-            "reference": t["latent"][refs].float(), "audio": t["audio"][targets].float(),
-            "reference_audio": t["audio"][refs].float(), "text": self.text.expand(len(targets), -1, -1),
+            "reference": ref if reference == "video" else ref[:, :, :1], "audio": t["audio"][targets].float(),
+            "reference_audio": t["audio"][refs].float() if reference == "video" else None,
+            "text": self.text.expand(len(targets), -1, -1),
         }  # fmt: skip
         if motion_frames > 0:
             prev = self.previous[targets]
@@ -119,7 +127,7 @@ def predict(model, x: torch.Tensor, timestep: torch.Tensor, b: dict, keep_ratio:
     return model(
         x, timestep, b["text"], background=b["background"], background_mask=b["mask"],
         reference=b["reference"] if use_ref else None, audio=b["audio"] if use_audio else None,
-        reference_audio=b["reference_audio"] if use_ref and use_audio else None, keep_ratio=keep_ratio,
+        reference_audio=b["reference_audio"] if use_ref and use_audio and b["reference_audio"] is not None else None, keep_ratio=keep_ratio,
         motion=b.get("motion"),
     )  # fmt: skip
 
@@ -159,8 +167,18 @@ def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
         targets = [int(rows[(k * cfg.run.batch_size + i) % len(rows)]) for i in range(cfg.run.batch_size)]
         refs = [_cross_or_same(cache, r, g) for r in targets]
         gens = [rng(4321, k, i) for i in range(len(targets))]
-        losses.append(flow_loss(model, cache.batch(targets, refs), cfg, 1.0, True, True, gens).item())
+        losses.append(flow_loss(model, cache.batch(targets, refs, reference=cfg.reference), cfg, 1.0, True, True, gens).item())
     return float(np.mean(losses))
+
+
+def saved_generate(root: TAVRConfig, reference: str) -> GenerateConfig:
+    """The inference config a stage saves: chunks of one cache window, and a reference of one
+    window (video) or of one frame without audio (image)."""
+    window = root.latents.window_frames
+    if reference == "image":
+        return dataclasses.replace(root.generate, chunk_frames=window, reference_frames=1, min_reference_frames=1,
+                                   reference_audio=False)  # fmt: skip
+    return dataclasses.replace(root.generate, chunk_frames=window, reference_frames=window)
 
 
 def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str | None = "auto",
@@ -216,7 +234,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
                 if motion:  # continue a clip: targets with a window before them, whose end is the motion
                     targets = [cache.with_previous(r) for r in targets]
                 refs = [cache.reference_for(r, cfg.pairing, gn) for r, gn in zip(targets, gens)]
-                loss = flow_loss(model, cache.batch(targets, refs, motion), cfg, keep, use_ref, use_audio, gens)
+                loss = flow_loss(model, cache.batch(targets, refs, motion, cfg.reference), cfg, keep, use_ref, use_audio, gens)
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1
@@ -239,7 +257,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         final = accelerator.unwrap_model(model)
         ema.copy_to(final)
         final.eval()
-        generate = dataclasses.replace(root.generate, chunk_frames=root.latents.window_frames, reference_frames=root.latents.window_frames)
+        generate = saved_generate(root, cfg.reference)
         pipe = TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate)
         pipe.save_pretrained(cfg.out)
         # a resumed run saw only part of the losses: read the whole curve from its log then
@@ -256,7 +274,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
 
 
 def main(argv: list[str] | None = None, section: str = "stage1") -> None:
-    root, resume = common.stage_args(f"{section}: flow-matching training on the latent cache.", argv)
+    root, resume, section = common.stage_args(f"{section}: flow-matching training on the latent cache.", argv, section)
     cfg = getattr(root, section)
     config_dict = {section: to_dict(cfg), "model": to_dict(root.model)}
     metrics = train(cfg, root, config_dict, resume)

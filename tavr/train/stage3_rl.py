@@ -132,6 +132,9 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     # policy from stage 2; the KL reference is a frozen copy, or the base weights under LoRA
     init = TAVRPipeline.from_pretrained(cfg.init)
     model, vae = init.transformer, init.vae
+    if (init.config.reference_frames == 1) != (cfg.reference == "image"):
+        raise ValueError(f"{cfg.init} takes a reference of {init.config.reference_frames} frame(s), "
+                         f"but this stage's reference is {cfg.reference!r}")
     if cfg.lora_rank > 0:
         lora.add_lora(model, cfg.lora_rank, cfg.lora_alpha)
         ref_model = None
@@ -173,7 +176,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         offset = accelerator.process_index * run.batch_size
         refs = [cache.reference_for(r, cfg.pairing, rng(run.seed, step, offset + i, -1)) for i, r in enumerate(targets)]
         g = cfg.group_size
-        b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)])
+        b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)], reference=cfg.reference)
         gens = [rng(run.seed, step, offset * g + i) for i in range(len(targets) * g)]
         model.eval()
         roll = rollout(model, b, sigmas, cfg, gens)
@@ -238,9 +241,10 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
 
 
 def main(argv: list[str] | None = None) -> None:
-    root, resume = common.stage_args("stage3: Flow-GRPO RL on identity and lip-sync rewards.", argv)
-    config_dict = {"stage3": to_dict(root.stage3), "latents": to_dict(root.latents), "generate": to_dict(root.generate)}
-    metrics = train(root.stage3, root, config_dict, resume)
+    root, resume, section = common.stage_args("stage3: Flow-GRPO RL on identity and lip-sync rewards.", argv, "stage3")
+    cfg = getattr(root, section)
+    config_dict = {section: to_dict(cfg), "latents": to_dict(root.latents), "generate": to_dict(root.generate)}
+    metrics = train(cfg, root, config_dict, resume)
     if metrics:
         print(json.dumps(metrics, indent=1))
 

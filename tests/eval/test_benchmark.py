@@ -6,36 +6,14 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from tavr.config import GenerateConfig, ModelConfig, SynthConfig
-from tavr.data import synth
-from tavr.data.pairs import write_pairs
-from tavr.data.video import write_audio, write_video
+from tavr.config import GenerateConfig, ModelConfig
+from tavr.data.synth import load_masks
+from tavr.data.video import read_video
+from tavr.eval.adapt import place
 from tavr.eval.benchmark import METRICS, generate, score_dir
 from tavr.pipeline import TAVRPipeline
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """Two cross-scene pairs of two people, laid out as ingest writes them."""
-    root = tmp_path_factory.mktemp("bench")
-    clips = root / "clips"
-    cfg = SynthConfig()
-    specs = synth.plan(cfg)
-    pairs = []
-    for k, person in enumerate(sorted({s.identity for s in specs})[:2]):
-        ref_spec, tgt_spec = [s for s in specs if s.identity == person][:2]
-        ref, tgt = synth.render_clip(cfg, ref_spec), synth.render_clip(cfg, tgt_spec)
-        folder = clips / f"id{k}"
-        folder.mkdir(parents=True)
-        write_video(folder / "ref.mp4", ref.frames, 25, ref.audio, 16000)
-        write_video(folder / "tgt.mp4", tgt.frames, 25, tgt.audio, 16000)
-        synth.save_masks(folder / "tgt.mask.npz", tgt.masks)
-        write_audio(folder / "tgt.wav", tgt.audio, 16000)
-        pairs.append({"pair_id": f"pair{k:03d}", "identity": f"id{k}", "reference": f"id{k}/ref.mp4", "target": f"id{k}/tgt.mp4",
-                      "target_mask": f"id{k}/tgt.mask.npz", "driving_audio": f"id{k}/tgt.wav"})  # fmt: skip
-    write_pairs(root / "bench_pairs.json", pairs, clips)
-    return root
 
 
 def test_the_target_clips_themselves_score_as_an_upper_bound(bench, tmp_path):
@@ -75,3 +53,33 @@ def test_generate_writes_videos_csv_and_summary(bench, tmp_path):
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["pair000.mp4", "pair001.mp4"]
     row = pd.read_csv(tmp_path / "pairs.csv").iloc[0]
     assert np.isfinite(row["bg_psnr"]) and row["seconds"] > 0
+
+
+def test_image_protocols_give_one_frame_raw_or_adapted(bench, tmp_path):
+    image = GenerateConfig(chunk_frames=9, reference_frames=1, min_reference_frames=1, reference_audio=False, sampler="euler")
+    pipe = TAVRPipeline.from_config(ModelConfig(num_layers=2), image)
+    raw = generate(pipe, bench / "bench_pairs.json", tmp_path / "raw", steps=1, identity_frames=1, method="image_raw", protocol="raw")
+    adapted = generate(pipe, bench / "bench_pairs.json", tmp_path / "adapted", steps=1, identity_frames=1, protocol="adapted")
+    assert raw["protocol"] == "raw" and adapted["protocol"] == "adapted" and adapted["scored"] == 2
+    reference = read_video(bench / "clips/id0/ref.mp4").frames[0]
+    given_raw = np.asarray(Image.open(tmp_path / "raw/inputs/pair000.png"))
+    given_adapted = np.asarray(Image.open(tmp_path / "adapted/inputs/pair000.png"))
+    assert np.array_equal(given_raw, reference)  # the first frame, untouched
+    assert np.abs(given_adapted.astype(int) - reference).mean() > 5  # moved into the other scene
+    target = read_video(bench / "clips/id0/tgt.mp4").frames[0]
+    person, target_person = load_masks(bench / "clips/id0/ref.mask.npz")[0], load_masks(bench / "clips/id0/tgt.mask.npz")[0]
+    _, placed = place(reference, person, target_person)
+    outside = ~target_person & ~placed
+    assert outside.mean() > 0.3 and np.array_equal(given_adapted[outside], target[outside])  # the target scene around
+    # the two protocols differ only in the reference, so the same noise gives different videos
+    a = read_video(tmp_path / "raw/videos/pair000.mp4").frames
+    b = read_video(tmp_path / "adapted/videos/pair000.mp4").frames
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_a_video_model_refuses_a_single_frame_and_unknown_protocols_are_errors(bench, tmp_path):
+    pipe = TAVRPipeline.from_config(ModelConfig(num_layers=2), GenerateConfig(chunk_frames=9, reference_frames=9, sampler="euler"))
+    with pytest.raises(ValueError, match="at least 5 are needed"):
+        generate(pipe, bench / "bench_pairs.json", tmp_path, steps=1, protocol="raw")
+    with pytest.raises(ValueError, match="protocol"):
+        generate(pipe, bench / "bench_pairs.json", tmp_path, steps=1, protocol="sketch")

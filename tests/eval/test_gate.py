@@ -1,0 +1,104 @@
+"""The deployment gate's decisions, export only on a pass, and the production registry."""
+
+import json
+
+import pytest
+
+from tavr.config import GateConfig, GenerateConfig, ModelConfig
+from tavr.eval.export import export, promote
+from tavr.eval.gate import decide, run_gate
+from tavr.pipeline import TAVRPipeline
+
+
+def _metrics(identity=0.6, lipsync=0.5, face_rate=0.9, bg_psnr=25.0):
+    return {"identity": identity, "lipsync": lipsync, "lipsync_offset": 0.0, "bg_psnr": bg_psnr, "bg_ssim": 0.8,
+            "stability": 3.0, "face_rate": face_rate}  # fmt: skip
+
+
+def _summary(tavr=None, raw=None, adapted=None, pairs=30):
+    methods = {"tavr": tavr or _metrics(), "image_raw": raw or _metrics(identity=0.4), "image_adapted": adapted or _metrics(identity=0.5)}
+    return {"pairs": pairs, "methods": methods}
+
+
+def _failed(decision):
+    return {c["check"] for c in decision["checks"] if not c["ok"]}
+
+
+def test_a_candidate_that_beats_both_baselines_above_every_floor_passes():
+    decision = decide(_summary(), GateConfig())
+    assert decision["pass"] and _failed(decision) == set() and decision["production"] is None
+    assert len(decision["reasons"]) == len(decision["checks"]) == 8  # 4 floors + 2 checks per baseline
+    assert decision["candidate"]["identity"] == 0.6
+
+
+def test_each_shortfall_fails_the_gate_with_its_numbers():
+    behind = decide(_summary(adapted=_metrics(identity=0.65)), GateConfig())
+    assert not behind["pass"] and _failed(behind) == {"identity_vs_image_adapted"}
+    assert behind["reasons"] == [r["reason"] for r in behind["checks"] if not r["ok"]]
+    assert "-0.0500" in behind["reasons"][0] and "image_adapted" in behind["reasons"][0]
+    # lip sync may trail a baseline by the tolerance, not more
+    assert decide(_summary(tavr=_metrics(lipsync=0.46)), GateConfig())["pass"]
+    assert _failed(decide(_summary(tavr=_metrics(lipsync=0.40)), GateConfig())) == {"lipsync_vs_image_raw", "lipsync_vs_image_adapted"}
+    # floors; an identity nobody could compute (no face) fails every check that needs it
+    assert _failed(decide(_summary(tavr=_metrics(bg_psnr=12.0)), GateConfig())) == {"min_bg_psnr"}
+    zero = _metrics(identity=None, face_rate=0.0)
+    failed = decide(_summary(tavr=zero, raw=zero, adapted=zero), GateConfig())
+    assert _failed(failed) == {"min_identity", "min_face_rate", "identity_vs_image_raw", "identity_vs_image_adapted"}
+    assert any("not computed" in r for r in failed["reasons"])
+    # a baseline that was not benchmarked cannot be beaten
+    summary = _summary()
+    del summary["methods"]["image_raw"]
+    assert _failed(decide(summary, GateConfig())) == {"beats_image_raw"}
+    with pytest.raises(ValueError, match="candidate"):
+        decide(summary, GateConfig(candidate="other"))
+
+
+def test_the_candidate_is_compared_with_production():
+    production = {"pairs": 30, "metrics": _metrics(identity=0.615)}
+    assert decide(_summary(), GateConfig(), production)["pass"]  # 0.015 lower, within max_regression 0.02 ...
+    strict = decide(_summary(), GateConfig(max_regression=0.01), production)
+    assert _failed(strict) == {"identity_vs_production"}  # ... and not at 0.01
+    other = decide(_summary(), GateConfig(max_regression=0.05), {"pairs": 158, "metrics": _metrics()})
+    assert _failed(other) == {"same_pairs"} and other["production"]["identity"] == 0.6
+
+
+def _pipeline_dir(tmp_path):
+    pipe = TAVRPipeline.from_config(ModelConfig(num_layers=1), GenerateConfig(chunk_frames=9, reference_frames=9))
+    pipe.save_pretrained(tmp_path / "candidate")
+    return tmp_path / "candidate"
+
+
+def test_export_writes_the_model_only_on_a_pass_and_promote_registers_it(tmp_path):
+    model, out, production = _pipeline_dir(tmp_path), tmp_path / "export", tmp_path / "production"
+    cfg = GateConfig(summary=str(tmp_path / "summary.json"), out=str(tmp_path / "gate.json"), production=str(production))
+    (tmp_path / "summary.json").write_text(json.dumps(_summary()))
+
+    assert run_gate(cfg)["pass"]
+    info = export(cfg.out, model, out)
+    assert info["exported"] and TAVRPipeline.from_pretrained(out).config.chunk_frames == 9
+    assert json.loads((out / "bench.json").read_text()) == {"pairs": 30, "metrics": _metrics()}
+    promote(out, production)
+    assert (production / "model_index.json").is_file()
+
+    # a worse candidate: the gate now compares with production and fails; the old export is gone
+    (tmp_path / "summary.json").write_text(json.dumps(_summary(tavr=_metrics(identity=0.55))))
+    decision = run_gate(cfg)
+    assert not decision["pass"] and _failed(decision) == {"identity_vs_production"}
+    info = export(cfg.out, model, out)
+    assert not info["exported"] and sorted(p.name for p in out.iterdir()) == ["export.json"]
+    with pytest.raises(FileNotFoundError, match="gate did not pass"):
+        TAVRPipeline.from_pretrained(out)
+    with pytest.raises(ValueError, match="no exported model"):
+        promote(out, production)
+    assert (production / "model_index.json").is_file()  # production is untouched
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tavr bench report"):
+        run_gate(GateConfig(summary=str(tmp_path / "none.json")))
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "s.json").write_text(json.dumps(_summary()))
+    with pytest.raises(FileNotFoundError, match="bench.json"):
+        run_gate(GateConfig(summary=str(tmp_path / "s.json"), production=str(tmp_path / "prod"), out=str(tmp_path / "g.json")))
+    with pytest.raises(FileNotFoundError, match="tavr gate"):
+        export(tmp_path / "nogate.json", tmp_path, tmp_path / "out")
