@@ -34,7 +34,7 @@ def _check(rows: list[dict], name: str, value, threshold: float, above: bool, te
     ok = value is not None and (value > threshold if above else value >= threshold)
     shown = "not computed" if value is None else f"{value:.4f}"
     rows.append({"check": name, "value": value, "threshold": threshold, "ok": bool(ok),
-                 "reason": f"{text}: {shown} {'>' if above else '>='} {threshold:.4f} is {ok}"})  # fmt: skip
+                 "reason": f"{text}: {shown}, needs {'>' if above else '>='} {threshold:.4f} ({'ok' if ok else 'FAIL'})"})  # fmt: skip
 
 
 def load_production(directory: str | Path) -> dict | None:
@@ -57,7 +57,7 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
     cand = methods[cfg.candidate]
     checks: list[dict] = []
     for metric, key in FLOORS:
-        _check(checks, f"min_{metric}", cand.get(metric), getattr(cfg, key), False, f"{cfg.candidate} {metric} at least its floor")
+        _check(checks, f"min_{metric}", cand.get(metric), getattr(cfg, key), False, f"{cfg.candidate} {metric}")
     for base in cfg.baselines:
         if base not in methods:
             checks.append({"check": f"beats_{base}", "value": None, "threshold": None, "ok": False,
@@ -65,9 +65,9 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
             continue
         b = methods[base]
         ident = None if cand.get("identity") is None or b.get("identity") is None else cand["identity"] - b["identity"]
-        _check(checks, f"identity_vs_{base}", ident, cfg.identity_margin, True, f"identity above {base}'s (difference)")
+        _check(checks, f"identity_vs_{base}", ident, cfg.identity_margin, True, f"{cfg.candidate} identity minus {base}'s")
         sync = None if cand.get("lipsync") is None or b.get("lipsync") is None else cand["lipsync"] - b["lipsync"]
-        _check(checks, f"lipsync_vs_{base}", sync, -cfg.lipsync_tolerance, False, f"lip sync within tolerance of {base}'s (difference)")
+        _check(checks, f"lipsync_vs_{base}", sync, -cfg.lipsync_tolerance, False, f"{cfg.candidate} lip sync minus {base}'s")
     prod = None
     if production is not None:
         prod = production.get("metrics", {})
@@ -77,7 +77,7 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
                                      f"{summary.get('pairs')}: not comparable"})  # fmt: skip
         for metric in ("identity", "lipsync"):
             diff = None if cand.get(metric) is None or prod.get(metric) is None else cand[metric] - prod[metric]
-            _check(checks, f"{metric}_vs_production", diff, -cfg.max_regression, False, f"{metric} no worse than production's (difference)")
+            _check(checks, f"{metric}_vs_production", diff, -cfg.max_regression, False, f"{cfg.candidate} {metric} minus production's")
     passed = all(c["ok"] for c in checks)
     reasons = [c["reason"] for c in checks if c["ok"] == passed]
     return {"pass": passed, "reasons": reasons, "checks": checks, "candidate": dict(cand), "production": prod}
