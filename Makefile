@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: install run test test-all push pull lock clean
+.PHONY: install run test test-all push pull lock clean image
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
@@ -42,3 +42,11 @@ lock: $(STAMP)  ## re-pin requirements.lock from the current .venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The package images the kfp components and the predictor run (docker/); the manifests name these tags.
+IMAGE_CPU ?= ghcr.io/tavr-platform/tavr:cpu
+IMAGE_CUDA ?= ghcr.io/tavr-platform/tavr:cuda
+
+image:  ## build both images, with the same torch pin as .venv
+	docker build -f docker/Dockerfile.cpu --build-arg TORCH=$(TORCH) -t $(IMAGE_CPU) .
+	docker build -f docker/Dockerfile.cuda --build-arg TORCH=$(TORCH) -t $(IMAGE_CUDA) .

@@ -291,7 +291,7 @@ class GateConfig:
     min_lipsync: float = 0.1
     min_face_rate: float = 0.5
     min_bg_psnr: float = 15.0
-    production: str = "models/production"  # a registered model (`tavr promote`): its bench.json is compared
+    production: str = "models/production"  # a registered model (`tavr promote`): its bench.json is compared ("" = none)
     max_regression: float = 0.02  # identity and lip sync may fall at most this far below production's
     out: str = "reports/gate.json"
     model: str = "models/stage3"  # the candidate's pipeline folder
@@ -317,6 +317,31 @@ class ServeConfig:
     timeout_s: float = 600.0  # a generation running longer is cancelled (504); a request may ask for less
     warmup_steps: int = 1  # denoising steps of the warm-up generation that precedes readiness
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class KubeflowConfig:
+    """The Kubeflow pipeline (pipelines/, components/), its deploy step and multi-node training."""
+
+    image: str = "ghcr.io/tavr-platform/tavr:cpu"  # components' base image (`make image`)
+    gpu_image: str = "ghcr.io/tavr-platform/tavr:cuda"  # training steps, trainer pods and predictor on GPUs
+    accelerator_type: str = "nvidia.com/gpu"  # accelerator of training steps
+    accelerator_limit: int = 0  # accelerators per training step (0 = CPU)
+    retries: int = 2  # per step; training steps resume from their checkpoints when runs_pvc is set
+    caching: bool = True  # a step whose inputs did not change is not run again
+    runs_pvc: str = ""  # PVC mounted at /runs for training checkpoints that outlive a pod ("" = none)
+    sources: str = "synth"  # ingest: synth, folders, or dvc:<path> pulled from the repository's remote
+    repo: str = "/app"  # the DVC repository inside the image (dvc:<path> sources)
+    dvc_remote: str = ""  # remote for dvc pull ("" = the repository's default)
+    namespace: str = "tavr"  # where the InferenceService and TrainJobs go
+    service: str = "tavr"  # the InferenceService's name
+    canary_percent: int = 10  # traffic share of a new revision while an older one serves
+    deploy_timeout_s: int = 900  # a new revision not ready by then is rolled back
+    serve_gpu: bool = False  # the predictor asks for one GPU and uses gpu_image
+    trainer_nodes: int = 1  # > 1: training steps run as a Kubeflow Trainer TrainJob on this many nodes
+    trainer_runtime: str = "tavr-torch"  # the TrainingRuntime (manifests/trainer/runtime.yaml)
+    trainer_gpus_per_node: int = 1
+    trainer_timeout_s: int = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -355,6 +380,7 @@ class TAVRConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
 
 # Named overrides applied under the file's own values. `tiny` is the embedded

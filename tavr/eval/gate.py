@@ -39,9 +39,9 @@ def _check(rows: list[dict], name: str, value, threshold: float, above: bool, te
 
 def load_production(directory: str | Path) -> dict | None:
     """The registered model's benchmark numbers (its bench.json), or None when none is registered."""
-    directory = Path(directory)
-    if not directory.exists():
+    if not directory or not Path(directory).exists():
         return None
+    directory = Path(directory)
     path = directory / "bench.json"
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is registered as production but has no bench.json to compare with "

@@ -1,0 +1,11 @@
+"""Kubeflow components: one typed adapter per pipeline step over the function in `tavr.steps`
+that calls the same library code as the step's DVC stage. Each component body imports what it
+needs (kfp ships the function's source to the step's container), turns artifacts into folders,
+and logs the step's numbers as Metrics."""
+
+from components.data import ingest, qa
+from components.deploy import deploy
+from components.evaluate import bench, export, gate, report
+from components.train import latents, rl_stage, train_stage, vae
+
+__all__ = ["bench", "deploy", "export", "gate", "ingest", "latents", "qa", "report", "rl_stage", "train_stage", "vae"]

@@ -1,0 +1,87 @@
+"""Every component's function (`.python_func`) on tiny params, chained as the pipeline chains them:
+the same artifacts flow from ingest to the deploy step's InferenceService."""
+
+import json
+
+import pytest
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
+
+import components as c
+from tavr.pipeline import TAVRPipeline
+
+
+def _art(kind, tmp, name):
+    return kind(name=name, uri=str(tmp / name), metadata={})
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_params, tmp_path_factory):
+    """Run every step once; returns {artifact name: artifact}."""
+    tmp = tmp_path_factory.mktemp("steps")
+    a = {}
+
+    def out(kind, name):
+        a[name] = _art(kind, tmp, name)
+        return a[name]
+
+    c.ingest.python_func(params=tiny_params, sources="synth", repo=str(tmp), remote="", clips=out(Dataset, "clips"),
+                         metrics=out(Metrics, "ingest_metrics"))  # fmt: skip
+    c.qa.python_func(params=tiny_params, clips=a["clips"], report=out(HTML, "qa_report"), metrics=out(Metrics, "qa_metrics"))
+    c.vae.python_func(params=tiny_params, runs="", clips=a["clips"], model=out(Model, "vae"), metrics=out(Metrics, "vae_metrics"))
+    c.latents.python_func(params=tiny_params, clips=a["clips"], vae=a["vae"], cache=out(Dataset, "cache"),
+                          metrics=out(Metrics, "latents_metrics"))  # fmt: skip
+    for prefix in ("", "image_"):
+        c.train_stage.python_func(params=tiny_params, section=f"{prefix}stage1", runs="", latents=a["cache"], vae=a["vae"],
+                                  clips=a["clips"], model=out(Model, f"{prefix}s1"), metrics=out(Metrics, f"{prefix}s1_m"))  # fmt: skip
+        c.train_stage.python_func(params=tiny_params, section=f"{prefix}stage2", runs="", latents=a["cache"], vae=a["vae"],
+                                  clips=a["clips"], model=out(Model, f"{prefix}s2"), metrics=out(Metrics, f"{prefix}s2_m"),
+                                  previous=a[f"{prefix}s1"])  # fmt: skip
+        c.rl_stage.python_func(params=tiny_params, section=f"{prefix}stage3", runs="", latents=a["cache"], clips=a["clips"],
+                               previous=a[f"{prefix}s2"], model=out(Model, f"{prefix}s3"), metrics=out(Metrics, f"{prefix}s3_m"))  # fmt: skip
+    for method, protocol, model in (("tavr", "video", "s3"), ("image_raw", "raw", "image_s3"), ("image_adapted", "adapted", "image_s3")):
+        c.bench.python_func(params=tiny_params, method=method, protocol=protocol, model=a[model], clips=a["clips"],
+                            results=out(Dataset, f"bench_{method}"), metrics=out(Metrics, f"bench_{method}_m"))  # fmt: skip
+    c.report.python_func(params=tiny_params, tavr=a["bench_tavr"], image_raw=a["bench_image_raw"],
+                         image_adapted=a["bench_image_adapted"], clips=a["clips"], folder=out(Dataset, "report"),
+                         page=out(HTML, "page"), metrics=out(Metrics, "report_m"))  # fmt: skip
+    a["passed"] = c.gate.python_func(params=tiny_params, production="", report=a["report"], decision=out(Artifact, "decision"),
+                                     metrics=out(Metrics, "gate_m")).passed  # fmt: skip
+    c.export.python_func(decision=a["decision"], model=a["s3"], exported=out(Model, "exported"))
+    return a
+
+
+def test_data_steps_write_clips_pairs_and_a_qa_page(chain):
+    clips = chain["clips"].path
+    pairs = json.loads(open(f"{clips}/bench_pairs.json").read())
+    assert pairs["count"] == 2 and chain["ingest_metrics"].metadata["clips"] == 6
+    assert "<html" in open(chain["qa_report"].path).read().lower()
+    assert chain["qa_metrics"].metadata["clips"] == 6
+
+
+def test_training_steps_chain_through_their_artifacts(chain):
+    for name in ("s1", "s2", "s3", "image_s1", "image_s2", "image_s3"):
+        pipe = TAVRPipeline.from_pretrained(chain[name].path)
+        assert pipe.config.reference_frames == (1 if name.startswith("image") else 25), name
+    assert chain["s2_m"].metadata["steps"] == 2 and chain["s3_m"].metadata["steps"] == 1
+    assert chain["latents_metrics"].metadata["windows"] == 12  # 6 clips x two 25-frame windows
+
+
+def test_evaluation_steps_report_decide_and_export(chain):
+    summary = json.loads(open(f"{chain['report'].path}/summary.json").read())
+    assert list(summary["methods"]) == ["tavr", "image_raw", "image_adapted"] and summary["pairs"] == 2
+    page = open(chain["page"].path).read()
+    assert "data:image/png;base64," in page and "src='plots/" not in page  # one self-contained file for the UI
+    decision = json.loads(open(chain["decision"].path).read())
+    assert decision["pass"] is chain["passed"] is False  # untrained models: no face, identity 0
+    assert chain["gate_m"].metadata["pass"] == 0.0
+    export = json.loads(open(f"{chain['exported'].path}/export.json").read())
+    assert export["exported"] is False and export["reasons"] == decision["reasons"]
+
+
+def test_deploy_dry_run_writes_the_inference_service(chain, tiny_params, tmp_path):
+    service = _art(Artifact, tmp_path, "service")
+    action = c.deploy.python_func(params=tiny_params, storage_uri="", dry_run=True, exported=chain["s3"], service=service)
+    body = json.loads(open(service.path).read())
+    assert action == "dry-run" and body["kind"] == "InferenceService"
+    assert body["spec"]["predictor"]["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": chain["s3"].uri}]
+    assert body["spec"]["predictor"]["containers"][0]["args"][:3] == ["serve", "--model-dir", "/mnt/models"]
