@@ -88,9 +88,8 @@ def bar_plot(summary: dict, path: Path) -> None:
         ax.bar(range(len(methods)), [np.nan if v is None else v for v in values], color=[f"C{k}" for k in range(len(methods))])
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
         ax.set_title(LABELS[name], fontsize=9)
-        for k, v in enumerate(values):
-            if v is None:
-                ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        for k, v in enumerate(values):  # the number on every bar: a 0 has no bar to see
+            ax.text(k, 0 if v is None else v, _fmt(v), ha="center", va="bottom", fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
 
