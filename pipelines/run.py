@@ -25,6 +25,7 @@ def _local(args, params: str) -> int:
     from pipelines.tavr_pipeline import tavr_pipeline
 
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the package image has Python
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")  # display names, GPUs
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(args.root).resolve()),
                enable_caching=args.cache)  # fmt: skip
     run = tavr_pipeline(params=params, sources=args.sources, repo=os.getcwd(), remote=args.remote,

@@ -134,15 +134,13 @@ def rl_stage(params: str, section: str, latents_dir: str, clips: str, init: str,
     return _numbers(stage3_rl.train(cfg, root, config_dict))
 
 
-def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], out: str, runs: str) -> dict:
+def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], out: str, runs: str, api=None) -> dict:
     """Run a training section on `kubeflow.trainer_nodes` nodes as a Kubeflow Trainer job
     (tavr.train.trainjob): its inputs are copied to the runs volume, which the trainer pods mount
-    too, a params file there points the section at them, and the finished model is copied to `out`."""
+    too, a params file there points the section at them, and the finished model is copied to `out`.
+    `api` is the cluster's CustomObjectsApi (None = the in-cluster one)."""
     import json
     import uuid
-
-    from kubernetes import client
-    from kubernetes import config as kube
 
     from tavr.train import trainjob
 
@@ -165,9 +163,14 @@ def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], o
     data[section] = {**section_data, **override}
     (job_dir / "params.yaml").write_text(yaml.safe_dump(data))
     name = f"tavr-{section.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-    kube.load_incluster_config()
+    if api is None:
+        from kubernetes import client
+        from kubernetes import config as kube
+
+        kube.load_incluster_config()
+        api = client.CustomObjectsApi()
     job = trainjob.trainjob(kf, name, module, str(job_dir / "params.yaml"), section)
-    trainjob.run(client.CustomObjectsApi(), job, kf.namespace, kf.trainer_timeout_s)
+    trainjob.run(api, job, kf.namespace, kf.trainer_timeout_s)
     shutil.copytree(job_dir / "out", out, dirs_exist_ok=True)
     return _numbers(json.loads((Path(out) / "metrics.json").read_text()))
 

@@ -85,3 +85,45 @@ def test_deploy_dry_run_writes_the_inference_service(chain, tiny_params, tmp_pat
     assert action == "dry-run" and body["kind"] == "InferenceService"
     assert body["spec"]["predictor"]["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": chain["s3"].uri}]
     assert body["spec"]["predictor"]["containers"][0]["args"][:3] == ["serve", "--model-dir", "/mnt/models"]
+
+
+class LocalTrainer:
+    """A Trainer API server whose 'cluster' is this machine: a created TrainJob runs its command
+    here (one process instead of torchrun on several nodes) and is Complete when that succeeds."""
+
+    def __init__(self):
+        self.jobs = {}
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        import subprocess
+        import sys
+
+        trainer = body["spec"]["trainer"]
+        assert trainer["command"][:2] == ["torchrun", "-m"] and trainer["numNodes"] == 2
+        res = subprocess.run([sys.executable, "-m", trainer["command"][2], *trainer["args"]], capture_output=True, text=True,
+                             env={**__import__("os").environ, "WANDB_MODE": "disabled"})  # fmt: skip
+        ok = res.returncode == 0
+        self.jobs[body["metadata"]["name"]] = {"type": "Complete" if ok else "Failed", "status": "True", "message": res.stderr[-2000:]}
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        return {"status": {"conditions": [self.jobs[name]]}}
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.jobs.pop(name)
+
+
+def test_a_stage_past_one_node_runs_from_the_runs_volume_as_a_trainjob(chain, tiny_params, tmp_path):
+    import yaml
+
+    from tavr import steps
+
+    params = yaml.safe_load(tiny_params)
+    params["kubeflow"] = {**params["kubeflow"], "trainer_nodes": 2, "runs_pvc": "tavr-runs"}
+    text, runs, out = yaml.safe_dump(params), tmp_path / "runs", tmp_path / "model"
+    api = LocalTrainer()
+    inputs = {"cache": chain["cache"].path, "vae": chain["vae"].path, "init": chain["s1"].path, "clips": chain["clips"].path}
+    metrics = steps.on_trainer(text, "stage2", "stage1", inputs, str(out), str(runs), api=api)
+    assert metrics["steps"] == 2 and list(api.jobs.values())[0]["type"] == "Complete"
+    staged = yaml.safe_load((runs / "stage2-job" / "params.yaml").read_text())["stage2"]
+    assert staged["init"] == str(runs / "stage2-job/inputs/init") and staged["run"]["steps"] == 2  # the rest of the section kept
+    assert TAVRPipeline.from_pretrained(out).config.chunk_frames == 25
