@@ -15,3 +15,17 @@ def write_json(path: str | Path, data: Any, indent: int = 2, newline: bool = Tru
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=indent, default=str) + ("\n" if newline else ""))
     os.replace(tmp, path)
+
+
+def replace_dir(staged: str | Path, dst: str | Path) -> None:
+    """Put the finished folder `staged` in place of `dst`: the old one is moved aside first and
+    removed last, so `dst` is never a half-written folder."""
+    import shutil
+
+    staged, dst = Path(staged), Path(dst)
+    old = dst.with_name(dst.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    staged.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)

@@ -19,19 +19,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tavr.files import write_json
+from tavr.files import replace_dir, write_json
 
 PIPELINE_PARTS = ("model_index.json", "transformer", "vae")
-
-
-def _swap(staged: Path, dst: Path) -> None:
-    """Replace `dst` by the finished `staged` folder."""
-    old = dst.with_name(dst.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        dst.rename(old)
-    staged.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export(gate_path: str | Path, model: str | Path, out: str | Path) -> dict:
@@ -54,7 +44,7 @@ def export(gate_path: str | Path, model: str | Path, out: str | Path) -> dict:
         write_json(staged / "bench.json", {"pairs": decision.get("pairs"), "metrics": decision["candidate"]}, indent=1)
     info = {"exported": passed, "model": str(model), "reasons": decision.get("reasons", []), "pairs": decision.get("pairs")}
     write_json(staged / "export.json", info, indent=1)
-    _swap(staged, out)
+    replace_dir(staged, out)
     return info
 
 
@@ -67,7 +57,7 @@ def promote(src: str | Path, dst: str | Path) -> None:
     staged = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(src, staged)
-    _swap(staged, dst)
+    replace_dir(staged, dst)
 
 
 def not_exported_reason(directory: str | Path) -> str | None:
