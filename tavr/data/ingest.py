@@ -42,6 +42,7 @@ from tavr.config import IngestConfig
 from tavr.data import faces
 from tavr.data.synth import load_masks, save_masks
 from tavr.data.video import VideoError, iter_video, read_video, write_audio, write_video
+from tavr.files import replace_dir
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 COLUMNS = [
@@ -314,10 +315,5 @@ def ingest(
         "reasons": dict(Counter(q["reason"].split(":")[0] for q in quarantine)),
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(work, out)
     return summary
