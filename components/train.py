@@ -1,4 +1,4 @@
-"""Training steps: the tiny VAE, the latent cache, flow-matching stages 1-2 and RL stage 3 (also
+"""Training steps: the patch codec, the latent cache, flow-matching stages 1-2 and RL stage 3 (also
 the image-reference baseline's, by `section`). `runs` keeps checkpoints: a folder that outlives the
 pod (the pipeline mounts a PVC there on a cluster) makes a retried step resume; "" keeps them
 beside the output."""
@@ -10,10 +10,11 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def vae(params: str, runs: str, clips: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+def codec(params: str, clips: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+    """Stage 0: fit the patch codec on the train clips (seconds; nothing to resume)."""
     from tavr import steps
 
-    for name, value in steps.vae(params, clips.path, model.path, runs or model.path + ".runs").items():
+    for name, value in steps.codec(params, clips.path, model.path).items():
         metrics.log_metric(name, value)
 
 

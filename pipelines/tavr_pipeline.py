@@ -1,8 +1,8 @@
 """The TAVR pipeline: which components run, in what order, on what hardware. Pure wiring: every
 step's work is in components/ (and under it, tavr.steps).
 
-    ingest -> qa -> vae -> latents -> stage1 -> stage2 -> stage3 ---------> bench(tavr) ----------.
-                                  \\-> image_stage1 -> 2 -> 3 -> bench(image_raw), bench(adapted) -> report
+    ingest -> qa -> codec -> latents -> stage1 -> stage2 -> stage3 ---------> bench(tavr) ----------.
+                                    \\-> image_stage1 -> 2 -> 3 -> bench(image_raw), bench(adapted) -> report
     report -> gate -> export -> [gate passed] deploy
 
 Settings come from the `kubeflow` section of params.yaml (components.image.KUBEFLOW): GPUs for
@@ -60,9 +60,9 @@ def build(kf: KubeflowConfig = KUBEFLOW):
         ingest = _step(c.ingest(params=params, sources=sources, repo=repo, remote=remote), "ingest")
         clips = ingest.outputs["clips"]
         qa = _step(c.qa(params=params, clips=clips), "QA gate")
-        vae = _step(c.vae(params=params, runs=runs, clips=clips).after(qa), "vae", training=True)
-        latents = _step(c.latents(params=params, clips=clips, vae=vae.outputs["model"]), "latents", training=True)
-        cache, vae_model = latents.outputs["cache"], vae.outputs["model"]
+        codec = _step(c.codec(params=params, clips=clips).after(qa), "codec")
+        latents = _step(c.latents(params=params, clips=clips, vae=codec.outputs["model"]), "latents", training=True)
+        cache, vae_model = latents.outputs["cache"], codec.outputs["model"]
 
         tavr = _model_chain(params, runs, "", cache, vae_model, clips)
         image = _model_chain(params, runs, "image_", cache, vae_model, clips)

@@ -166,7 +166,7 @@ def init_model(
 ) -> None:
     """Write an untrained pipeline folder (model config from params), or one converted from Wan2.1 weights."""
     from tavr.models.transformer import TAVRTransformer3DModel
-    from tavr.models.vae import PRESETS, TAVRVAE
+    from tavr.models.vae import TAVRVAE, build_vae
     from tavr.pipeline import TAVRPipeline
 
     import torch
@@ -175,7 +175,7 @@ def init_model(
     try:
         torch.manual_seed(seed)
         model = TAVRTransformer3DModel.from_wan(wan, audio_dim=cfg.model.audio_dim) if wan else TAVRTransformer3DModel(cfg.model)
-        vae = TAVRVAE.from_pretrained(wan_vae) if wan_vae else TAVRVAE.from_config(PRESETS[cfg.generate.vae])
+        vae = TAVRVAE.from_pretrained(wan_vae) if wan_vae else build_vae(cfg.generate.vae)
         pipe = TAVRPipeline(model, vae, cfg.generate)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
@@ -222,11 +222,12 @@ def generate(
     console.print(f"wrote {out}: {len(result.frames)} frames ({len(result.frames) / result.fps:.2f} s) in {result.seconds:.1f} s")
 
 
-train_app = typer.Typer(help="Training stages (the same modules `dvc repro` runs): vae, latents, stage1-3, summary.",
+train_app = typer.Typer(help="Training stages (the same modules `dvc repro` runs): codec, latents, stage1-3, summary; vae (optional).",
                          no_args_is_help=True)
 app.add_typer(train_app, name="train")
 STAGES = {
-    "vae": ("tavr.train.stage0_vae", "stage 0: train the tiny VAE on the clips (embedded default only)"),
+    "codec": ("tavr.train.stage0_codec", "stage 0: fit the patch codec on the train clips (closed form, seconds)"),
+    "vae": ("tavr.train.stage0_vae", "optional: train the learned tiny Wan VAE the codec replaced (for comparisons)"),
     "latents": ("tavr.train.latents", "encode every clip once into the latent cache"),
     "stage1": ("tavr.train.stage1", "same-scene video pretraining"),
     "stage2": ("tavr.train.stage2", "cross-scene reference fine-tuning from stage 1"),
@@ -254,7 +255,7 @@ def _stage_command(module: str, doc: str, resumable: bool):
 
 
 for _name, (_module, _doc) in STAGES.items():
-    train_app.command(_name)(_stage_command(_module, _doc, resumable=_name != "latents"))
+    train_app.command(_name)(_stage_command(_module, _doc, resumable=_name not in ("latents", "codec")))
 
 
 @train_app.command("summary")

@@ -113,7 +113,7 @@ class ModelConfig:
 class GenerateConfig:
     """Inference: encoders, chunking for long audio, sampler and guidance defaults."""
 
-    size: int = 128  # frame side; a multiple of 16 (VAE 8x, patch 2x)
+    size: int = 128  # frame side; a multiple of 16 (codec 8x, patch 2x)
     fps: int = 25
     audio_rate: int = 16000
     chunk_frames: int = 49  # frames generated per chunk (4k + 1)
@@ -127,7 +127,7 @@ class GenerateConfig:
     reference_guidance: float = 1.0  # classifier-free guidance scales; 1 = off (one pass)
     audio_guidance: float = 1.0
     keep_ratio: float = 1.0  # share of reference tokens kept
-    vae: str = "tiny"  # tiny | wan2.1 (a preset of tavr.models.vae)
+    vae: str = "patch"  # codec of a new pipeline: patch (tavr.models.codec) | wan-tiny | wan2.1 (tavr.models.vae)
     text_encoder: str = "minilm"  # minilm | umt5
     text_encoder_path: str = ""  # local folder for umt5
     audio_encoder: str = "logmel"  # logmel | wav2vec2
@@ -166,11 +166,27 @@ def _run(**kw) -> Callable[[], RunConfig]:
 
 
 @dataclass(frozen=True)
+class CodecConfig:
+    """Stage 0 of the default chain: fit the patch codec (tavr/models/codec.py) on the train clips.
+
+    The grid is Wan2.1's (4 frames x 8 x 8 pixels per latent cell), which the transformer, the
+    audio windows and the masks assume; the channels are the choice (docs/PERFORMANCE.md)."""
+
+    z_dim: int = 16  # latent channels (the transformer's in_channels and out_channels)
+    window_frames: int = 25  # frames per fitted window (4k + 1); each train clip gives floor(frames / window)
+    max_windows: int = 0  # windows read for the fit (0 = every window of every train clip)
+    eval_clips: int = 8  # bench clips whose reconstruction PSNR goes in metrics.json (read after the fit)
+    manifest: str = "data/clips/manifest.parquet"
+    out: str = "models/codec"
+
+
+@dataclass(frozen=True)
 class VAEStageConfig:
-    """Stage 0 (embedded default only): train the tiny Wan VAE on random crops of the clips."""
+    """Optional (`tavr train vae`, not in the default chain): train the learned tiny Wan VAE that the
+    patch codec replaced, on random crops of the clips; kept for side-by-side measurements."""
 
     run: RunConfig = field(default_factory=_run(steps=300, batch_size=4, lr=1e-3, warmup_steps=20, ema_decay=0.0, checkpoint_every=100, log_every=10))
-    preset: str = "tiny"  # a preset of tavr.models.vae
+    preset: str = "wan-tiny"  # a preset of tavr.models.vae
     frames: int = 25  # frames per training crop (4k + 1): the cache's window, so every chunk position is trained
     eval_frames: int = 25  # frames per bench clip in the PSNR metric (the latent cache's window length)
     crop: int = 32  # pixels per training crop side
@@ -185,7 +201,7 @@ class VAEStageConfig:
 class LatentsConfig:
     """Encode every clip once: the cache later stages train from."""
 
-    vae: str = "models/vae"
+    vae: str = "models/codec"  # a codec folder (tavr.models.vae.load_vae)
     manifest: str = "data/clips/manifest.parquet"
     out: str = "data/latents"
     window_frames: int = 25  # frames per window (4k + 1); each clip gives floor(frames / window) windows
@@ -214,7 +230,7 @@ class FlowStageConfig:
     reference: str = "video"  # video: the reference window and its audio | image: its first frame alone (the baseline)
     init: str = ""  # a pipeline folder to start from ("" = fresh weights)
     cache: str = "data/latents"
-    vae: str = "models/vae"
+    vae: str = "models/codec"
     out: str = "models/stage1"
     run_dir: str = "runs/stage1"
     shift: float = 1.0  # noise-level shift of the logit-normal sigma sampling
@@ -354,6 +370,7 @@ class TAVRConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)
     stage1: FlowStageConfig = field(default_factory=FlowStageConfig)
@@ -397,12 +414,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "1.3b": {  # Wan2.1-T2V-1.3B shape, umT5 text, wav2vec2-base audio
         "model": {"num_attention_heads": 12, "attention_head_dim": 128, "ffn_dim": 8960, "num_layers": 30,
                   "freq_dim": 256, "text_dim": 4096, "audio_dim": 768},
+        "generate": {"vae": "wan2.1"},
         "ingest": {"size": 480, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 480, "min_seconds": 3.2, "max_seconds": 3.3},
     },
     "14b": {  # Wan2.1-T2V-14B shape
         "model": {"num_attention_heads": 40, "attention_head_dim": 128, "ffn_dim": 13824, "num_layers": 40,
                   "freq_dim": 256, "text_dim": 4096, "audio_dim": 1024},
+        "generate": {"vae": "wan2.1"},
         "ingest": {"size": 720, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 720, "min_seconds": 3.2, "max_seconds": 3.3},
     },

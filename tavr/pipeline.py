@@ -10,7 +10,7 @@ A saved pipeline is a folder:
     model_index.json            encoder choice, generation defaults, format version
     transformer/config.json     TAVRTransformer3DModel config
     transformer/model.safetensors
-    vae/vae_config.json, vae/vae.safetensors
+    vae/config.json, vae/model.safetensors   the codec (PatchCodec; a TAVRVAE folder holds vae_config.json, vae.safetensors)
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from tavr import flow
 from tavr.config import GenerateConfig, ModelConfig, build_config
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
 from tavr.models.transformer import TAVRTransformer3DModel
-from tavr.models.vae import PRESETS as VAE_PRESETS
-from tavr.models.vae import TAVRVAE
+from tavr.models.codec import PatchCodec
+from tavr.models.vae import TAVRVAE, build_vae, load_vae
 
 FORMAT = "tavr-pipeline/1"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -88,7 +88,7 @@ def face_sample(reference: np.ndarray) -> np.ndarray:
 
 
 class TAVRPipeline:
-    def __init__(self, transformer: TAVRTransformer3DModel, vae: TAVRVAE, config: GenerateConfig):
+    def __init__(self, transformer: TAVRTransformer3DModel, vae: PatchCodec | TAVRVAE, config: GenerateConfig):
         self.transformer, self.vae, self.config = transformer.eval(), vae.eval(), config
         self.text_encoder = build_text_encoder(config.text_encoder, config.text_encoder_path or None)
         self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_encoder_path or None, context=config.audio_context)
@@ -102,7 +102,7 @@ class TAVRPipeline:
     def from_config(cls, model: ModelConfig, generate: GenerateConfig, seed: int = 0) -> TAVRPipeline:
         """A new, untrained pipeline (random weights, seeded)."""
         torch.manual_seed(seed)
-        return cls(TAVRTransformer3DModel(model), TAVRVAE.from_config(VAE_PRESETS[generate.vae]), generate)
+        return cls(TAVRTransformer3DModel(model), build_vae(generate.vae), generate)
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +137,7 @@ class TAVRPipeline:
             raise ValueError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r}")
         generate = build_config({"generate": {**index["generate"], **overrides}}).generate
         transformer = TAVRTransformer3DModel.from_pretrained(directory / "transformer")
-        return cls(transformer, TAVRVAE.load(directory / "vae"), generate)
+        return cls(transformer, load_vae(directory / "vae"), generate)
 
     # ----- conditioning -----
 

@@ -7,7 +7,7 @@ library function its DVC stage calls; it returns the step's numbers for kfp's Me
 
 Artifact layouts:
     clips     ingest's output: clips, manifest.parquet, quarantine.jsonl and bench_pairs.json
-    vae       models/vae (weights + latent stats)      latents   data/latents
+    codec     models/codec (the fitted patch codec)    latents   data/latents
     model     a pipeline folder (TAVRPipeline)          bench     <method>/ results of `tavr bench`
 `runs` is where training checkpoints go: a folder that outlives the pod (a PVC on a cluster)
 makes a retried step resume where it stopped.
@@ -85,12 +85,12 @@ def qa(params: str, clips: str, report: str) -> dict:
     return {"expectations": len(result.results), "clips": result.n_clips}
 
 
-def vae(params: str, clips: str, out: str, runs: str) -> dict:
-    from tavr.train import stage0_vae
+def codec(params: str, clips: str, out: str) -> dict:
+    """Stage 0: the patch codec fitted on the clips' train split (closed form: no checkpoints)."""
+    from tavr.train import stage0_codec
 
-    cfg = config(params).vae
-    cfg = dataclasses.replace(cfg, manifest=str(Path(clips) / "manifest.parquet"), out=out, run_dir=str(Path(runs) / "vae"))
-    return _numbers(stage0_vae.train(cfg, to_dict(cfg)))
+    cfg = dataclasses.replace(config(params).codec, manifest=str(Path(clips) / "manifest.parquet"), out=out)
+    return _numbers(stage0_codec.fit(cfg))
 
 
 def latents(params: str, clips: str, vae_dir: str, out: str) -> dict:

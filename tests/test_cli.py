@@ -77,7 +77,7 @@ def test_train_commands_explain_bad_input(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["train", "--help"])
     assert res.exit_code == 0
-    for stage in ("vae", "latents", "stage1", "stage2", "stage3", "summary"):
+    for stage in ("codec", "vae", "latents", "stage1", "stage2", "stage3", "summary"):
         assert stage in res.output
     (tmp_path / "bad.yaml").write_text("stage3:\n  group_sise: 4\n")
     res = runner.invoke(app, ["train", "stage3", "--params", "bad.yaml"])
@@ -85,4 +85,4 @@ def test_train_commands_explain_bad_input(tmp_path, monkeypatch):
     res = runner.invoke(app, ["train", "stage3"])  # defaults, but no stage-2 model here
     assert res.exit_code == 2 and "models/stage2" in " ".join(res.output.split())
     res = runner.invoke(app, ["train", "summary"])
-    assert res.exit_code == 2 and "dvc repro vae" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "dvc repro codec" in " ".join(res.output.split())

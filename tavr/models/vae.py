@@ -1,4 +1,6 @@
-"""TAVRVAE: Wan2.1's causal 3D video VAE (diffusers `AutoencoderKLWan`) plus latent normalisation.
+"""TAVRVAE: Wan2.1's causal 3D video VAE (diffusers `AutoencoderKLWan`) plus latent normalisation,
+and `build_vae`/`load_vae`, which give either it or the tiny preset's `PatchCodec` (tavr/models/codec.py)
+behind one interface: encode, decode, save, load.
 
     video (B, 3, F, H, W) in [-1, 1], F = 1 + 4k, H and W multiples of 8
       -> causal encoder, run on frame 0 and then 4 frames at a time
@@ -21,6 +23,9 @@ from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tavr.models.codec import CLASS_NAME as CODEC_CLASS
+from tavr.models.codec import PATCH_CODEC, PatchCodec
+
 TINY_VAE = {
     "base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_scales": [],
     "temperal_downsample": [False, True, True], "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16,
@@ -33,7 +38,8 @@ WAN21_VAE = {
     "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160],
 }  # fmt: skip
-PRESETS = {"tiny": TINY_VAE, "wan2.1": WAN21_VAE}
+PRESETS = {"wan-tiny": TINY_VAE, "wan2.1": WAN21_VAE}  # a learned tiny Wan VAE (tavr train vae) | Wan2.1's shape
+NAMES = ("patch", *PRESETS)  # what GenerateConfig.vae may name
 CONFIG_KEYS = tuple(TINY_VAE)
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -167,3 +173,30 @@ class TAVRVAE(nn.Module):
         model = cls({k: wc[k] for k in CONFIG_KEYS})
         model.vae.load_state_dict(wan.state_dict())
         return model
+
+
+# ----- either codec by name or by folder -----
+
+
+def build_vae(name: str) -> TAVRVAE | PatchCodec:
+    """A new codec: "patch" (DCT-initialised until fitted), "wan-tiny" or "wan2.1" (random weights)."""
+    if name == "patch":
+        return PatchCodec.from_config(PATCH_CODEC)
+    if name not in PRESETS:
+        raise ValueError(f"unknown VAE {name!r} (choose from {', '.join(NAMES)})")
+    return TAVRVAE.from_config(PRESETS[name])
+
+
+def load_vae(directory: str | Path) -> TAVRVAE | PatchCodec:
+    """The codec saved in a folder: a PatchCodec (config.json naming it), a TAVRVAE (vae_config.json),
+    or Wan2.1's VAE in diffusers layout (config.json + diffusion_pytorch_model.safetensors)."""
+    directory = Path(directory)
+    config = directory / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("_class_name") == CODEC_CLASS:
+        return PatchCodec.from_pretrained(directory)
+    if (directory / "vae_config.json").is_file():
+        return TAVRVAE.load(directory)
+    if (directory / DIFFUSERS_WEIGHTS).is_file():
+        return TAVRVAE.from_pretrained(directory)
+    raise FileNotFoundError(f"no codec at {directory}: expected a PatchCodec (config.json + model.safetensors), "
+                            f"a TAVRVAE (vae_config.json + vae.safetensors) or a diffusers AutoencoderKLWan folder")

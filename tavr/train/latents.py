@@ -1,10 +1,10 @@
-"""Encode every clip once: the cache that stages 1-3 train from, so no step runs the VAE encoder.
+"""Encode every clip once: the cache that stages 1-3 train from, so no step runs the codec encoder.
 
     python -m tavr.train.latents [--params params.yaml]
 
 Each clip is cut into windows of `window_frames` frames (4k + 1). Per window:
 
-    latent      (C, F', h, w)   normalised VAE latent of the frames                 float16
+    latent      (C, F', h, w)   normalised latent of the frames (patch codec or VAE)  float16
     mask        (1, F', h, w)   person mask at latent resolution (max per cell)      uint8
     audio       (F', W, A)      audio feature windows, one per latent frame           float16
 
@@ -35,7 +35,7 @@ from tavr.data.synth import load_masks
 from tavr.files import write_json
 from tavr.data.video import read_audio, read_video
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
-from tavr.models.vae import TAVRVAE, latent_frames
+from tavr.models.vae import latent_frames, load_vae
 from tavr.pipeline import mask_to_latent, to_video_tensor
 
 
@@ -53,7 +53,7 @@ def windows_of(table: pd.DataFrame, window: int) -> pd.DataFrame:
 def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     latent_frames(cfg.window_frames)  # raises unless 4k + 1
-    vae = TAVRVAE.load(cfg.vae).eval()
+    vae = load_vae(cfg.vae).eval()
     audio_encoder = build_audio_encoder(generate.audio_encoder, generate.audio_encoder_path or None, context=generate.audio_context)
     text_encoder = build_text_encoder(generate.text_encoder, generate.text_encoder_path or None)
     manifest = pd.read_parquet(cfg.manifest)

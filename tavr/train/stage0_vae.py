@@ -1,6 +1,11 @@
-"""Stage 0 (embedded default only): train the tiny Wan VAE on the ingested clips.
+"""Optional, outside the default chain: train the learned tiny Wan VAE on the ingested clips.
 
-    python -m tavr.train.stage0_vae [--params params.yaml] [--resume auto|never|PATH]
+    python -m tavr.train.stage0_vae [--params params.yaml] [--resume auto|never|PATH]   (tavr train vae)
+
+The default chain codes video with the patch codec (tavr/train/stage0_codec.py), which
+reconstructs faces that this VAE, after its 300 CPU steps, does not (docs/TRAINING.md); this
+stage stays for side-by-side measurements (benchmarks/codec_faces.py) and for anyone who wants
+to train a learned codec longer.
 
 Each step takes `batch_size` train clips (a resumable shuffled order), a random
 window of `frames` frames and a random `crop` x `crop` square from each, and
@@ -145,7 +150,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, resume, _ = common.stage_args("Stage 0: train the tiny VAE on the ingested clips.", argv, "vae")
+    cfg, resume, _ = common.stage_args("Train the learned tiny Wan VAE on the ingested clips (optional).", argv, "vae")
     metrics = train(cfg.vae, to_dict(cfg.vae), resume)
     if metrics:
         print(json.dumps(metrics, indent=1))

@@ -37,7 +37,7 @@ from tavr.config import FlowStageConfig, GenerateConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
 from tavr.files import write_json
 from tavr.models.transformer import TAVRTransformer3DModel
-from tavr.models.vae import TAVRVAE
+from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline, masked_background
 from tavr.train import common
 
@@ -199,6 +199,10 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     else:
         model = TAVRTransformer3DModel(root.model)
     cache = LatentCache(cfg.cache)
+    channels = cache.tensors["latent"].shape[1]
+    if channels != model.config.in_channels:
+        raise ValueError(f"{cfg.cache} holds {channels}-channel latents but the transformer takes {model.config.in_channels}: "
+                         "set model.in_channels and model.out_channels to the codec's z_dim")
     rows = cache.rows("train")
     motion_frames = root.generate.motion_frames if cfg.motion_prob > 0 else 0
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
@@ -258,7 +262,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         ema.copy_to(final)
         final.eval()
         generate = saved_generate(root, cfg.reference)
-        pipe = TAVRPipeline(final, TAVRVAE.load(cfg.vae), generate)
+        pipe = TAVRPipeline(final, load_vae(cfg.vae), generate)
         pipe.save_pretrained(cfg.out)
         # a resumed run saw only part of the losses: read the whole curve from its log then
         first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))

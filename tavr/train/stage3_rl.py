@@ -183,7 +183,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
 
         # 2. rewards -> group advantages
         with torch.no_grad():
-            decoded = vae.decode(roll["xs"][-1])  # one batched call: the tiny VAE is overhead-bound per call
+            decoded = vae.decode(roll["xs"][-1])  # one batched call for the whole group
             videos = [to_frames(decoded[i : i + 1]) for i in range(len(gens))]
         cond = {"reference_frames": [media.frames(r) for r in refs for _ in range(g)],
                 "audio": [media.audio(t) for t in targets for _ in range(g)],

@@ -4,11 +4,11 @@
 
 Reads each stage's metrics.json and writes
 
-    {"vae":    {"seconds", "psnr"},
+    {"codec":  {"seconds", "psnr"},
      "stage1": {"seconds", "loss_first", "loss_last", "identity_heldout", ...},
      "stage2": {same keys},
      "stage3": {"seconds", "reward_first", "reward_last", "identity_heldout", ...},
-     "chain_seconds": vae + latents + stage1..3 seconds (latents: reports/train/latents.json),
+     "chain_seconds": codec + latents + stage1..3 seconds (latents: reports/train/latents.json),
      "checks": {"loss_drop", "stage2_beats_stage1", "stage3_beats_stage2"}}
 
 loss_first/last and reward_first/last are means over the first and last 10% of steps.
@@ -24,7 +24,7 @@ from pathlib import Path
 from tavr.files import write_json
 
 KEYS = {
-    "vae": ("seconds", "psnr_bench"),
+    "codec": ("seconds", "psnr_bench"),
     "stage1": ("seconds", "loss_first", "loss_last", "identity_heldout", "heldout_face_rate", "val_loss"),
     "stage2": ("seconds", "loss_first", "loss_last", "identity_heldout", "heldout_face_rate", "val_loss"),
     "stage3": ("seconds", "reward_first", "reward_last", "identity_heldout", "heldout_face_rate"),
@@ -40,7 +40,7 @@ def summarize(models: str | Path = "models", latents_seconds: float | None = Non
             raise FileNotFoundError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
         metrics = json.loads(path.read_text())
         out[stage] = {k: metrics.get(k) for k in keys}
-    out["vae"]["psnr"] = out["vae"].pop("psnr_bench")  # reconstruction PSNR (dB) on 25-frame bench windows
+    out["codec"]["psnr"] = out["codec"].pop("psnr_bench")  # reconstruction PSNR (dB) on 25-frame bench windows
     seconds = [out[s]["seconds"] for s in KEYS] + ([latents_seconds] if latents_seconds is not None else [])
     out["chain_seconds"] = float(sum(s for s in seconds if s is not None))
     s1, s2, s3 = out["stage1"], out["stage2"], out["stage3"]

@@ -11,7 +11,7 @@ TINY = {
     "synth": {"identities": 3, "scenes": 4, "bench_identities": 1, "bench_scenes": 2, "scenes_per_identity": 2,
               "clips_per_scene": 1, "workers": 2},
     "ingest": {"bench_pairs": 2, "workers": 2},
-    "vae": {"run": {**FAST_RUN, "steps": 2}, "stats_windows": 2},
+    "codec": {"eval_clips": 1},
     "latents": {"batch": 4},
     "stage1": FLOW,
     "stage2": {**FLOW, "pairing": "cross_scene"},

@@ -27,7 +27,7 @@ def chain(tiny_params, tmp_path_factory):
     c.ingest.python_func(params=tiny_params, sources="synth", repo=str(tmp), remote="", clips=out(Dataset, "clips"),
                          metrics=out(Metrics, "ingest_metrics"))  # fmt: skip
     c.qa.python_func(params=tiny_params, clips=a["clips"], report=out(HTML, "qa_report"), metrics=out(Metrics, "qa_metrics"))
-    c.vae.python_func(params=tiny_params, runs="", clips=a["clips"], model=out(Model, "vae"), metrics=out(Metrics, "vae_metrics"))
+    c.codec.python_func(params=tiny_params, clips=a["clips"], model=out(Model, "vae"), metrics=out(Metrics, "codec_metrics"))
     c.latents.python_func(params=tiny_params, clips=a["clips"], vae=a["vae"], cache=out(Dataset, "cache"),
                           metrics=out(Metrics, "latents_metrics"))  # fmt: skip
     for prefix in ("", "image_"):

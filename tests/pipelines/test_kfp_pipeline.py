@@ -12,7 +12,7 @@ from pipelines import compile as compile_cli
 from pipelines import run as run_cli
 from pipelines import tavr_pipeline
 
-STEPS = ["ingest", "qa", "vae", "latents", "train-stage", "rl-stage", "bench", "report", "gate", "export", "deploy"]
+STEPS = ["ingest", "qa", "codec", "latents", "train-stage", "rl-stage", "bench", "report", "gate", "export", "deploy"]
 
 
 def _compile(tmp_path, **kubeflow):
@@ -35,7 +35,7 @@ def test_the_compiled_pipeline_holds_every_step_and_the_gate_condition(tmp_path)
     inner = ir["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert [t["componentRef"]["name"] for t in inner.values()] == ["comp-deploy"]  # deploy only when the gate passes
     executors = ir["deploymentSpec"]["executors"]
-    trained = [t for t in tasks.values() if t["taskInfo"]["name"] in ("vae", "stage1", "image_stage3")]
+    trained = [t for t in tasks.values() if t["taskInfo"]["name"] in ("latents", "stage1", "image_stage3")]
     for t in trained:
         resources = executors[t["componentRef"]["name"].replace("comp-", "exec-")]["container"]["resources"]
         assert resources["accelerator"]["resourceCount"] == "1" and resources["accelerator"]["resourceType"] == "nvidia.com/gpu"

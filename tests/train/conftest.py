@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 
-from tavr.config import GenerateConfig, IngestConfig, LatentsConfig, RunConfig, SynthConfig, VAEStageConfig
+from tavr.config import CodecConfig, GenerateConfig, IngestConfig, LatentsConfig, RunConfig, SynthConfig, VAEStageConfig
 from tavr.data import synth
 from tavr.data.ingest import ingest
 from tavr.data.pairs import make_pairs, write_pairs
-from tavr.train import stage0_vae
+from tavr.train import stage0_codec
 from tavr.train.latents import encode_cache
 
 
@@ -35,8 +35,9 @@ def vae_cfg():
 
 @pytest.fixture(scope="session")
 def cache(clips, tmp_path_factory):
+    """The patch codec fitted on the train clips (tmp/codec) and the latent cache (tmp/latents)."""
     tmp = tmp_path_factory.mktemp("cache")
-    cfg = _vae_cfg(tmp, clips, 2)
-    stage0_vae.train(cfg, {})
+    cfg = CodecConfig(manifest=str(clips), out=str(tmp / "codec"), eval_clips=1)
+    stage0_codec.fit(cfg)
     encode_cache(LatentsConfig(vae=cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
     return tmp

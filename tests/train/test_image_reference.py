@@ -7,7 +7,7 @@ import torch
 
 from tavr.config import FlowStageConfig, HeldoutConfig, RLStageConfig, RunConfig, TAVRConfig
 from tavr.data.video import read_video
-from tavr.models.vae import TAVRVAE
+from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline, to_video_tensor
 from tavr.train import stage1, stage3_rl
 from tavr.train.stage1 import LatentCache
@@ -26,7 +26,7 @@ def test_an_image_reference_is_the_cached_windows_first_latent_frame(cache, clip
     # the causal VAE codes a window's first frame alone: encoding that frame as an image gives the cached latent
     me = lc.index.iloc[0]
     frames = read_video(clips.parent / me["path"]).frames[me["start_frame"] : me["start_frame"] + 1]
-    vae = TAVRVAE.load(cache / "run/vae")
+    vae = load_vae(cache / "codec")
     with torch.no_grad():
         single = vae.encode(to_video_tensor(frames))
     cached = lc.tensors["latent"][0, :, :1].float()
@@ -36,7 +36,7 @@ def test_an_image_reference_is_the_cached_windows_first_latent_frame(cache, clip
 def test_image_stages_save_a_pipeline_that_takes_one_frame_and_no_reference_audio(cache, clips, tmp_path):
     root = TAVRConfig()
     run = RunConfig(steps=2, batch_size=2, warmup_steps=1, ema_decay=0.0, checkpoint_every=2, log_every=1, tracker="none")
-    cfg = FlowStageConfig(run=run, reference="image", cache=str(cache / "latents"), vae=str(cache / "run/vae"),
+    cfg = FlowStageConfig(run=run, reference="image", cache=str(cache / "latents"), vae=str(cache / "codec"),
                           out=str(tmp_path / "model"), run_dir=str(tmp_path / "run"), val_batches=1,
                           heldout=HeldoutConfig(count=0))  # fmt: skip
     metrics = stage1.train(cfg, root, {})

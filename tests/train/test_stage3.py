@@ -19,7 +19,7 @@ def stage2_model(cache, tmp_path_factory):
     """A briefly trained transformer to start RL from (stage 1's loop, as stage 2 would be)."""
     tmp = tmp_path_factory.mktemp("stage2")
     run = RunConfig(steps=2, batch_size=2, warmup_steps=1, ema_decay=0.0, checkpoint_every=2, log_every=1, tracker="none")
-    cfg = FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "run/vae"), out=str(tmp / "model"),
+    cfg = FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "codec"), out=str(tmp / "model"),
                           run_dir=str(tmp / "run"), val_batches=1, heldout=HeldoutConfig(count=0))  # fmt: skip
     stage1.train(cfg, TAVRConfig(), {})
     return tmp / "model"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tavr.config import FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, RunConfig, TAVRConfig
+from tavr.config import CodecConfig, FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, RunConfig, TAVRConfig
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline
-from tavr.train import stage0_vae, stage1
+from tavr.train import stage0_codec, stage0_vae, stage1
 from tavr.train.latents import encode_cache
 
 
@@ -32,10 +32,10 @@ def test_stage0_trains_saves_and_resumes_exactly(clips, vae_cfg, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_latent_cache_has_every_window(clips, vae_cfg, tmp_path):
-    vae_cfg = vae_cfg(tmp_path, clips, 2)
-    stage0_vae.train(vae_cfg, {})
-    cfg = LatentsConfig(vae=vae_cfg.out, manifest=str(clips), out=str(tmp_path / "latents"), batch=4)
+def test_latent_cache_has_every_window(clips, tmp_path):
+    codec = CodecConfig(manifest=str(clips), out=str(tmp_path / "codec"), eval_clips=0)
+    stage0_codec.fit(codec)
+    cfg = LatentsConfig(vae=codec.out, manifest=str(clips), out=str(tmp_path / "latents"), batch=4)
     summary = encode_cache(cfg, GenerateConfig(), progress=False)
     manifest = pd.read_parquet(clips)
     index = pd.read_parquet(tmp_path / "latents" / "index.parquet")
@@ -46,7 +46,7 @@ def test_latent_cache_has_every_window(clips, vae_cfg, tmp_path):
     assert cache["audio"].shape == (len(index), 7, 8, 320) and torch.isfinite(cache["audio"].float()).all()
     assert 0.05 < cache["mask"].float().mean() < 0.9
     lat = cache["latent"].float()
-    assert lat.mean().abs() < 0.5 and 0.3 < lat.std() < 3  # normalised by the stats stage 0 stored
+    assert lat.mean().abs() < 0.5 and 0.3 < lat.std() < 3  # whitened by the codec fitted on these clips
     text = load_file(str(tmp_path / "latents" / "text.safetensors"))
     assert text["text"].shape[-1] == 384
     assert not (tmp_path / "latents.partial").exists()
@@ -54,7 +54,7 @@ def test_latent_cache_has_every_window(clips, vae_cfg, tmp_path):
 
 def _flow_cfg(cache, tmp, steps, name, **kw):
     run = RunConfig(steps=steps, batch_size=2, lr=3e-4, warmup_steps=1, ema_decay=0.9, checkpoint_every=2, log_every=1, tracker="none")
-    return FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "run/vae"), out=str(tmp / name / "model"),
+    return FlowStageConfig(run=run, cache=str(cache / "latents"), vae=str(cache / "codec"), out=str(tmp / name / "model"),
                            run_dir=str(tmp / name / "run"), val_batches=1, heldout=HeldoutConfig(count=0), **kw)  # fmt: skip
 
 
@@ -108,7 +108,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
     def params(name: str) -> Path:
         section = {"run": {"steps": 8, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
                            "tracker": "none"},
-                   "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
+                   "cache": str(cache / "latents"), "vae": str(cache / "codec"), "out": str(tmp_path / name / "model"),
                    "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "heldout": {"count": 0}}  # fmt: skip
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"stage1": section}))
@@ -153,7 +153,7 @@ def test_two_processes_match_one_with_the_same_global_batch(cache, tmp_path):
     def params(name: str, batch: int) -> Path:
         section = {"run": {"steps": 3, "batch_size": batch, "warmup_steps": 1, "ema_decay": 0.0, "checkpoint_every": 3,
                            "log_every": 1, "tracker": "none"},
-                   "cache": str(cache / "latents"), "vae": str(cache / "run/vae"), "out": str(tmp_path / name / "model"),
+                   "cache": str(cache / "latents"), "vae": str(cache / "codec"), "out": str(tmp_path / name / "model"),
                    "run_dir": str(tmp_path / name / "run"), "val_batches": 1, "min_keep_ratio": 1.0,
                    "heldout": {"count": 0}}  # fmt: skip
         path = tmp_path / f"{name}.yaml"
@@ -202,3 +202,20 @@ def test_motion_steps_continue_clips_and_train_the_motion_embedding(cache, tmp_p
         stage1.train(cfg, root, {})
         emb = TAVRPipeline.from_pretrained(cfg.out).transformer.motion_embedding
         assert (emb.abs().sum() > 0) == (prob > 0)  # starts at zero; only motion steps move it
+
+
+def test_codec_fit_reads_train_clips_only_and_reconstructs_held_out_faces(clips, tmp_path):
+    """The bench clips' files are replaced by missing paths: the fit still runs and gives the same codec."""
+    table = pd.read_parquet(clips)
+    hidden = clips.parent / "manifest_bench_missing.parquet"
+    table.assign(path=[p if s == "train" else f"missing/{p}" for p, s in zip(table["path"], table["split"])]).to_parquet(hidden)
+    a = stage0_codec.fit(CodecConfig(manifest=str(clips), out=str(tmp_path / "a"), eval_clips=2))
+    b = stage0_codec.fit(CodecConfig(manifest=str(hidden), out=str(tmp_path / "b"), eval_clips=0))
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["windows"] == b["windows"] == 2 * int((table["split"] == "train").sum())
+    assert a["psnr_bench"] > 26 and b["psnr_bench"] is None  # unseen identities, unseen scenes
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["windows"] == a["windows"]
+    table[table["split"] == "bench"].to_parquet(clips.parent / "manifest_bench_only.parquet")
+    with pytest.raises(ValueError, match="no train clips"):
+        stage0_codec.fit(CodecConfig(manifest=str(clips.parent / "manifest_bench_only.parquet"), out=str(tmp_path / "c")))

@@ -14,7 +14,7 @@ def _write(models, stage, **metrics):
 
 def _models(tmp_path, s2_identity=0.6):
     models = tmp_path / "models"
-    _write(models, "vae", seconds=100.0, psnr_bench=20.0)
+    _write(models, "codec", seconds=100.0, psnr_bench=20.0)
     _write(models, "stage1", seconds=80.0, loss_first=2.0, loss_last=0.8, identity_heldout=0.5, val_loss=1.1, steps=200)
     _write(models, "stage2", seconds=60.0, loss_first=1.0, loss_last=0.8, identity_heldout=s2_identity, val_loss=0.9)
     _write(models, "stage3", seconds=90.0, reward_first=0.4, reward_last=0.7, identity_heldout=0.65)
@@ -25,7 +25,7 @@ def test_summary_has_the_target_keys_and_checks(tmp_path):
     out = summary.summarize(_models(tmp_path), latents_seconds=170.0)
     assert set(out["stage1"]) >= {"seconds", "loss_first", "loss_last", "identity_heldout"}
     assert set(out["stage3"]) >= {"seconds", "reward_first", "reward_last", "identity_heldout"}
-    assert out["vae"]["psnr"] == 20.0
+    assert out["codec"]["psnr"] == 20.0
     assert out["chain_seconds"] == pytest.approx(100 + 170 + 80 + 60 + 90)
     assert out["checks"]["loss_drop"] == pytest.approx(0.6)
     assert out["checks"]["stage2_beats_stage1"] is True and out["checks"]["stage3_beats_stage2"] is True
