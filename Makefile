@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: install run test test-all push pull lock clean image
+.PHONY: install run pretrain test test-all push pull lock clean image
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
@@ -26,6 +26,12 @@ run: $(STAMP)  ## the whole DVC pipeline on the embedded default (TAVR-Synth, ti
 	@test -d .dvc || $(BIN)/dvc init --quiet
 	@mkdir -p data/raw
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+pretrain: $(STAMP)  ## the tiny base (hours on 2 CPU cores): run again after a stop and it resumes
+	@mkdir -p data/raw
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro codec
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tavr pretrain --params params.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc commit --force pretrain
 
 test: $(STAMP)  ## the default test suite (under 15 minutes on 2 CPU cores)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q

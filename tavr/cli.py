@@ -258,6 +258,28 @@ for _name, (_module, _doc) in STAGES.items():
     train_app.command(_name)(_stage_command(_module, _doc, resumable=_name not in ("latents", "codec")))
 
 
+@app.command()
+def pretrain(
+    params: ParamsOpt = None,
+    resume: Annotated[str, typer.Option(help="auto (continue the run in runs/pretrain) or never (refuse an existing run)")] = "auto",
+    stop_after: Annotated[Optional[int], typer.Option(help="end this call at this step (a multiple of checkpoint_every)")] = None,
+) -> None:
+    """Pretrain the tiny base on its own TAVR-Synth set (hours of CPU; resumable), with a quality curve."""
+    from tavr.train.pretrain import pretrain as run_pretrain
+
+    cfg = _config(params)
+    try:
+        card = run_pretrain(cfg, None if resume == "never" else "auto", stop_after=stop_after)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if card:
+        console.print(f"wrote {cfg.pretrain.train.out}: {card['steps']} steps, {card['samples_seen']} samples, "
+                      f"{card['train_seconds']} s; card in {cfg.pretrain.train.out}/MODEL_CARD.md")
+    else:
+        console.print(f"stopped at a checkpoint; run again to continue (curve: {cfg.pretrain.train.run_dir}/curve.jsonl)")
+
+
 @train_app.command("summary")
 def train_summary(out: Annotated[Path, typer.Option(help="folder for summary.json and curves.png")] = Path("reports/train")) -> None:
     """Collect every stage's metrics.json into reports/train/summary.json, with loss and reward curves."""

@@ -243,6 +243,34 @@ class FlowStageConfig:
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
 
+def _pretrain_synth() -> SynthConfig:
+    # seed 1: people and scenes drawn apart from the default's seed 0; no bench split (the default's bench is the test)
+    return SynthConfig(seed=1, identities=48, scenes=40, bench_identities=0, bench_scenes=0, scenes_per_identity=6,
+                       clips_per_scene=1)  # fmt: skip
+
+
+def _pretrain_train() -> FlowStageConfig:
+    run = RunConfig(steps=6000, batch_size=8, lr=3e-4, warmup_steps=100, ema_decay=0.998, checkpoint_every=50,
+                    keep_checkpoints=2, log_every=10)  # fmt: skip
+    return FlowStageConfig(run=run, pairing="cross_scene", out="models/base", run_dir="runs/pretrain", motion_prob=0.3,
+                           val_batches=0, heldout=HeldoutConfig(count=0))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The tiny base (`tavr pretrain`, `make pretrain`; a frozen DVC stage): the transformer trained long on a
+    TAVR-Synth set of its own, with a curve of generated-frame quality against samples seen."""
+
+    synth: SynthConfig = field(default_factory=_pretrain_synth)
+    train: FlowStageConfig = field(default_factory=_pretrain_train)  # stage 1's loop and knobs
+    data: str = "data/pretrain"  # synth/, clips/, latents/ of the pretraining set
+    bench_pairs: str = "data/bench_pairs.json"  # the curve's unseen pairs (evaluated, never trained on)
+    eval_every: int = 200  # steps between curve points (a multiple of train.run.checkpoint_every)
+    eval_pairs: int = 8  # pairs per kind on the curve
+    eval_steps: int = 10  # sampler steps per curve generation
+    eval_frames: int = 25  # frames generated per curve pair; every 2nd is scored
+
+
 @dataclass(frozen=True)
 class RLStageConfig:
     """Stage 3: Flow-GRPO on identity (and lip-sync) rewards, initialised from stage 2."""
@@ -371,6 +399,7 @@ class TAVRConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)
     stage1: FlowStageConfig = field(default_factory=FlowStageConfig)

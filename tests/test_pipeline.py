@@ -147,3 +147,23 @@ def test_chunk_seams_are_continuous(pipe, clips):
         expected = pipe.encode_video(seam_frame[None])
         assert torch.equal(out.latents[k][:, :, :1], expected)
     assert out.frames.shape[0] == 25
+
+
+def test_generation_runs_through_a_fitted_patch_codec(clips, tmp_path):
+    """A pipeline with a codec fitted on real frames: what comes out is that codec's decoding of the
+    sampled latents, the reference is its encoding, and save/load keeps the fitted basis."""
+    from tavr.models.codec import PATCH_CODEC, PatchCodec
+    from tavr.pipeline import to_frames, to_video_tensor
+
+    ref, tgt = clips
+    codec = PatchCodec(PATCH_CODEC)
+    codec.fit([to_video_tensor(ref.frames[:25]), to_video_tensor(tgt.frames[:25])])
+    torch.manual_seed(0)
+    pipe = TAVRPipeline(TAVRPipeline.from_config(MODEL, GEN, seed=0).transformer, codec, GEN)
+    out = _run(pipe, clips, 0.36)  # 9 frames: one chunk
+    assert np.array_equal(out.frames, to_frames(codec.decode(out.latents[0])))
+    assert not np.array_equal(out.frames, to_frames(PatchCodec(PATCH_CODEC).decode(out.latents[0])))
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = TAVRPipeline.from_pretrained(tmp_path / "p")
+    assert isinstance(loaded.vae, PatchCodec) and torch.equal(loaded.vae.group_basis, codec.group_basis)
+    assert torch.equal(loaded.encode_video(ref.frames[:9]), codec.encode(to_video_tensor(ref.frames[:9])))

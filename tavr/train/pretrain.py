@@ -1,0 +1,308 @@
+"""Pretraining: the tiny base that stages 1-3 fine-tune, with a curve of quality against compute.
+
+    python -m tavr.train.pretrain [--params params.yaml] [--resume auto|never]   (tavr pretrain, make pretrain)
+
+1. Data, under `data` (data/pretrain/): TAVR-Synth drawn with `synth` (a seed of its own, many
+   scenes, no bench split), ingested like the default's clips and encoded by the chain's codec
+   (`train.vae`, models/codec) into a latent cache. Each part is skipped when `stamp.json` says
+   it was made from the same config and codec.
+2. Training: stage 1's loop (tavr/train/stage1.py) on that cache with the `train` section, run
+   in segments of `eval_every` steps; every segment ends on a checkpoint, so a kill loses at
+   most `train.run.checkpoint_every` steps and `--resume auto` continues exactly.
+3. The curve: after each segment the EMA weights generate the first `eval_frames` frames of
+   `eval_pairs` pairs of two kinds, with fixed seeds: default bench pairs (people and scenes no
+   training saw) and cross-scene pairs of the pretraining people; and each bench pair again
+   with the next pair's (another person's) reference as a control. Per kind: dlib's face rate on
+   every 2nd generated frame, its mean best detection score (threshold -1.5: moves long before
+   the face rate does), person-region PSNR to the real target. One JSON line per point in
+   `run_dir/curve.jsonl` (with steps, samples seen and training seconds) and `out/curve.png`.
+4. `out` (models/base/): the pipeline folder, `card.json` (command, params, data seed and
+   identity ranges, steps, samples, seconds, machine, losses, commit, sha256 of every weight
+   file) and MODEL_CARD.md written from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tavr.config import TAVRConfig, load_config, to_dict
+from tavr.data import faces
+from tavr.data.pairs import load_pairs, make_pairs
+from tavr.data.synth import load_masks
+from tavr.data.video import read_audio, read_video
+from tavr.files import write_json
+from tavr.models.transformer import TAVRTransformer3DModel
+from tavr.models.vae import load_vae
+from tavr.pipeline import TAVRPipeline
+from tavr.rl.rewards import _upsampled
+from tavr.train import common, stage1
+from tavr.train.stage1 import saved_generate
+
+DETECT_FLOOR = -1.5  # dlib scores below this count as "no face at all"
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----- 1. data -----
+
+
+def prepare_data(root: TAVRConfig, progress: bool = True) -> Path:
+    """Synth -> clips -> latent cache under `pretrain.data`; returns the cache folder."""
+    from tavr.data import synth
+    from tavr.data.ingest import ingest
+    from tavr.train.latents import encode_cache
+
+    cfg = root.pretrain
+    data = Path(cfg.data)
+    codec = Path(cfg.train.vae) / "model.safetensors"
+    if not codec.is_file():
+        raise FileNotFoundError(f"{codec} is missing: fit the codec first (dvc repro codec)")
+    want = {"synth": to_dict(cfg.synth), "ingest": to_dict(root.ingest), "latents": to_dict(root.latents),
+            "codec": sha256(codec)}  # fmt: skip
+    stamp = data / "stamp.json"
+    have = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if any(have.get(k) != want[k] for k in ("synth", "ingest")) or not (data / "clips" / "manifest.parquet").is_file():
+        synth.generate(cfg.synth, data / "synth")
+        ingest([data / "synth"], data / "clips", root.ingest)
+        have = {}
+    if have != want or not (data / "latents" / "cache.safetensors").is_file():
+        latents = dataclasses.replace(root.latents, vae=cfg.train.vae, manifest=str(data / "clips" / "manifest.parquet"),
+                                      out=str(data / "latents"))  # fmt: skip
+        encode_cache(latents, root.generate, progress=progress)
+    write_json(stamp, want, indent=1)
+    return data / "latents"
+
+
+def eval_pairs(root: TAVRConfig) -> dict[str, tuple[Path, list[dict]]]:
+    """{"bench": default bench pairs, "pretrain": cross-scene pairs of pretraining people}, `eval_pairs` each."""
+    cfg = root.pretrain
+    bench_root, bench = load_pairs(cfg.bench_pairs)
+    manifest = pd.read_parquet(Path(cfg.data) / "clips" / "manifest.parquet")
+    own = make_pairs(manifest.assign(split="bench"), cfg.eval_pairs, seed=1)
+    return {"bench": (bench_root, bench[: cfg.eval_pairs]), "pretrain": ((Path(cfg.data) / "clips").resolve(), own)}
+
+
+# ----- 3. the curve -----
+
+
+def _best_scores(frames: np.ndarray) -> np.ndarray:
+    out = []
+    for frame in frames:
+        _, scores, _ = faces._detector().run(np.ascontiguousarray(_upsampled(frame, 256)), 0, DETECT_FLOOR)
+        out.append(max(scores) if len(scores) else DETECT_FLOOR)
+    return np.array(out)
+
+
+def _person_psnr(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    diff = (generated.astype(np.float64) - target.astype(np.float64))[mask]
+    return float(10 * np.log10(255.0**2 / max(float((diff**2).mean()), 1e-10))) if diff.size else float("nan")
+
+
+@torch.no_grad()
+def curve_point(pipe: TAVRPipeline, pairs: dict[str, tuple[Path, list[dict]]], root: TAVRConfig) -> dict:
+    """Face rate, mean best dlib score and person PSNR per kind of pair (and the wrong-reference control)."""
+    cfg, gen = root.pretrain, pipe.config
+    n = cfg.eval_frames
+    out = {}
+    for kind, (base, items) in pairs.items():
+        controls = [False, True] if kind == "bench" else [False]
+        for wrong in controls:
+            scores, psnrs = [], []
+            for i, pair in enumerate(items):
+                ref_pair = items[(i + 1) % len(items)] if wrong else pair
+                reference = read_video(base / ref_pair["reference"]).frames
+                target = read_video(base / pair["target"]).frames[:n]
+                mask = load_masks(base / pair["target_mask"])[:n]
+                audio = read_audio(base / pair["driving_audio"], gen.audio_rate)[: round(n / gen.fps * gen.audio_rate)]
+                video = pipe(reference, target, audio, background_mask=mask, num_steps=cfg.eval_steps, seed=i).frames[:n]
+                scores.append(_best_scores(video[::2]))
+                psnrs.append(_person_psnr(video, target, mask))
+            s = np.concatenate(scores)
+            name = f"{kind}_wrong_ref" if wrong else kind
+            out[name] = {"face_rate": round(float((s >= 0).mean()), 4), "best_score": round(float(s.mean()), 4),
+                         "person_psnr": round(float(np.nanmean(psnrs)), 2), "frames": int(s.size)}  # fmt: skip
+    return out
+
+
+def plot_curve(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [p["samples"] for p in points]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for kind, style in (("bench", "-o"), ("bench_wrong_ref", ":x"), ("pretrain", "--s")):
+        for ax, key in zip(axes, ("face_rate", "best_score", "person_psnr")):
+            ax.plot(samples, [p["eval"][kind][key] for p in points], style, label=kind)
+            ax.set_title(key)
+            ax.set_xlabel("samples seen")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ----- 2. training in segments -----
+
+
+def _ema_pipeline(root: TAVRConfig, checkpoint: Path) -> TAVRPipeline:
+    """The EMA weights of a checkpoint as a pipeline (the chain's codec, the stage's inference config)."""
+    from safetensors.torch import load_file
+
+    model = TAVRTransformer3DModel(root.model)
+    ema = load_file(str(checkpoint / "ema.safetensors")) or load_file(str(checkpoint / "model.safetensors"))
+    model.load_state_dict({**model.state_dict(), **ema})
+    return TAVRPipeline(model, load_vae(root.pretrain.train.vae), saved_generate(root, "video"))
+
+
+def _step_of(ckpt: Path | None) -> int:
+    return int(json.loads((ckpt / "state.json").read_text())["step"]) if ckpt else 0
+
+
+def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the pretraining to `train.run.steps`; `stop_after` ends this call at that step.
+
+    Returns the card (also written to out/card.json) once the run is complete, else {}."""
+    cfg = root.pretrain
+    run = cfg.train.run
+    if cfg.eval_every < 1 or cfg.eval_every % run.checkpoint_every:
+        raise ValueError(f"pretrain.eval_every ({cfg.eval_every}) must be a positive multiple of "
+                         f"pretrain.train.run.checkpoint_every ({run.checkpoint_every})")  # fmt: skip
+    run_dir = Path(cfg.train.run_dir)
+    if resume is None and common.latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} holds a pretraining run: resume it (--resume auto) or move the folder aside")
+    cache = prepare_data(root, progress)
+    train_cfg = dataclasses.replace(cfg.train, cache=str(cache))
+    config_dict = {"pretrain.train": to_dict(train_cfg), "model": to_dict(root.model)}  # what the weights depend on
+    pairs = eval_pairs(root)
+    curve_path = run_dir / "curve.jsonl"
+    started = time.perf_counter()
+
+    step = _step_of(common.latest_checkpoint(run_dir))
+    points = [json.loads(line) for line in curve_path.read_text().splitlines()] if curve_path.is_file() else []
+    points = [p for p in points if p["step"] <= step]  # a point of a checkpoint that was since lost is dropped
+    if not points or points[-1]["step"] < step:  # the start, or a point missed by a kill between save and eval
+        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs))
+    _write_curve(curve_path, points)
+    end = run.steps if stop_after is None else min(stop_after, run.steps)
+    while step < end:
+        target = min(step + cfg.eval_every - step % cfg.eval_every, end)
+        stage1.train(train_cfg, root, config_dict, resume="auto", stop_after=None if target == run.steps else target)
+        before, step = step, _step_of(common.latest_checkpoint(run_dir))
+        if step <= before:
+            raise RuntimeError(f"pretraining stopped at step {before} without a new checkpoint (stop_after must be a "
+                               f"multiple of checkpoint_every, {run.checkpoint_every})")
+        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs))
+        _write_curve(curve_path, points)
+    plot_curve(points, run_dir / "curve.png")
+    if step < run.steps:
+        return {}
+    metrics = json.loads((Path(train_cfg.out) / "metrics.json").read_text())
+    return write_card(root, train_cfg, metrics, points, time.perf_counter() - started)
+
+
+def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs) -> dict:
+    if ckpt is None:
+        torch.manual_seed(root.pretrain.train.run.seed)
+        pipe = TAVRPipeline(TAVRTransformer3DModel(root.model), load_vae(root.pretrain.train.vae), saved_generate(root, "video"))
+        seconds = 0.0
+    else:
+        pipe = _ema_pipeline(root, ckpt)
+        seconds = float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
+    run = root.pretrain.train.run
+    return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
+            "eval": curve_point(pipe, pairs, root)}  # fmt: skip
+
+
+def _write_curve(path: Path, points: list[dict]) -> None:
+    """The whole curve, one JSON line per point, replaced atomically; the newest point is printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(p) + "\n" for p in points))
+    os.replace(tmp, path)
+    last = points[-1]
+    print(json.dumps({"step": last["step"], "samples": last["samples"], **{k: v["face_rate"] for k, v in last["eval"].items()}}), flush=True)
+
+
+# ----- 4. the model card -----
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], seconds: float) -> dict:
+    cfg = root.pretrain
+    out = Path(train_cfg.out)
+    manifest = pd.read_parquet(Path(cfg.data) / "clips" / "manifest.parquet")
+    weights = sorted(p for p in out.rglob("*.safetensors"))
+    card = {
+        "command": "tavr pretrain --params params.yaml (make pretrain)",
+        "params": {"pretrain": to_dict(cfg), "model": to_dict(root.model), "preset": root.preset},
+        "data": {"synth_seed": cfg.synth.seed, "identities": sorted(manifest["identity"].unique().tolist()),
+                 "identity_range": [0, cfg.synth.identities - 1], "scenes": int(manifest["scene"].nunique()),
+                 "clips": len(manifest)},
+        "steps": metrics.get("steps"), "samples_seen": points[-1]["samples"] if points else None,
+        "train_seconds": points[-1]["train_seconds"] if points else None, "wall_seconds_this_call": round(seconds, 1),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "losses": {k: metrics.get(k) for k in ("loss_first", "loss_last", "val_loss")},
+        "curve": points, "commit": _commit(),
+        "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
+    }  # fmt: skip
+    write_json(out / "card.json", card, indent=1)
+    last = points[-1]["eval"] if points else {}
+    lines = [
+        "# TAVR tiny base (pretrained)", "",
+        f"- command: `{card['command']}`, code commit `{card['commit']}`",
+        f"- data: TAVR-Synth seed {cfg.synth.seed}, identities 0-{cfg.synth.identities - 1} of that seed "
+        f"({len(card['data']['identities'])} people, {card['data']['scenes']} scenes, {len(manifest)} clips); none of the default's people or scenes",
+        f"- training: {card['steps']} steps, {card['samples_seen']} samples, {card['train_seconds']} s on {card['machine']['device']} "
+        f"({card['machine']['cpus']} cores, torch {card['machine']['torch']})",
+        f"- losses: first {card['losses']['loss_first']}, last {card['losses']['loss_last']}",
+        "- last curve point: " + ", ".join(f"{k} faces {v['face_rate']}, person PSNR {v['person_psnr']} dB" for k, v in last.items()),
+        "", "| file | sha256 |", "| --- | --- |", *[f"| `{k}` | `{v}` |" for k, v in card["sha256"].items()], "",
+    ]  # fmt: skip
+    (out / "MODEL_CARD.md").write_text("\n".join(lines))
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint) or never")
+    args = ap.parse_args(argv)
+    root = load_config(args.params)
+    try:
+        card = pretrain(root, None if args.resume == "never" else "auto")
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps({k: card[k] for k in ("steps", "samples_seen", "train_seconds")} if card else {}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
