@@ -90,10 +90,13 @@ def synth(
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="SRC... OUT: source folders or CSV files, then the output folder")],
-    pairs: Annotated[Optional[Path], typer.Option(help="where to write bench pairs (default: params ingest.pairs_out)")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="where to write bench pairs (default: params ingest.pairs_out, "
+                                                       "else OUT/bench_pairs.json)")] = None,
+    force: Annotated[bool, typer.Option(help="replace a non-empty OUT that is not an earlier ingest output")] = False,
     params: ParamsOpt = None,
 ) -> None:
     """Cut videos into face-centred clips; write manifest.parquet, quarantine.jsonl and bench pairs."""
+    from tavr.data.ingest import check_output
     from tavr.data.ingest import ingest as run_ingest
     from tavr.data.pairs import make_pairs, write_pairs
 
@@ -108,8 +111,13 @@ def ingest(
         raise typer.Exit(2)
     for m in missing:
         console.print(f"[yellow]skipping missing source[/yellow] {m}")
+    try:
+        check_output(sources, out, force)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     with _progress() as progress:
-        summary = run_ingest(sources, out, cfg, progress=_bar(progress, "ingest"))
+        summary = run_ingest(sources, out, cfg, progress=_bar(progress, "ingest"), force=force)
     table = Table(title=f"ingest -> {out}")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -126,7 +134,7 @@ def ingest(
     import pandas as pd
 
     bench = make_pairs(pd.read_parquet(out / "manifest.parquet"), cfg.bench_pairs, cfg.pairs_seed)
-    pairs_path = pairs or Path(cfg.pairs_out)
+    pairs_path = pairs or (Path(cfg.pairs_out) if cfg.pairs_out else out / "bench_pairs.json")
     write_pairs(pairs_path, bench, out)
     if len(bench) < cfg.bench_pairs:
         console.print(f"[yellow]only {len(bench)} cross-scene bench pairs exist ({cfg.bench_pairs} asked for)[/yellow]")
@@ -242,7 +250,7 @@ def _stage_command(module: str, doc: str, resumable: bool):
     def command(params: ParamsOpt = None, resume: ResumeOpt = "auto", section: SectionOpt = None) -> None:
         import importlib
 
-        argv = ["--params", str(params or "params.yaml")] + (["--resume", resume] if resumable else [])
+        argv = (["--params", str(params)] if params else []) + (["--resume", resume] if resumable else [])
         argv += ["--section", section] if section else []
         try:
             importlib.import_module(module).main(argv)

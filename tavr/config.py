@@ -48,7 +48,7 @@ class SynthConfig:
 class IngestConfig:
     """Ingest: any folder of videos -> face-centred clips + manifest."""
 
-    pairs_out: str = "data/bench_pairs.json"  # where `tavr ingest` writes the cross-scene bench pairs
+    pairs_out: str = ""  # where `tavr ingest` writes the cross-scene bench pairs ("" = OUT/bench_pairs.json; --pairs wins)
     size: int = 128  # output frame side (square crop around the face)
     fps: int = 25
     audio_rate: int = 16000
@@ -538,6 +538,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(_merge(data, overrides or {}))
+
+
+def params_path(given: str | Path | None, default: str = "params.yaml") -> Path | None:
+    """The params file a command reads: `given`, which must exist; else `default` when it exists;
+    else None (the dataclass defaults). A path that was asked for and is missing never falls back."""
+    if given is None:
+        return Path(default) if Path(default).is_file() else None
+    if not Path(given).is_file():
+        raise ConfigError(f"params file {given} does not exist")
+    return Path(given)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def replace_dir(staged: str | Path, dst: str | Path) -> None:
     import shutil
 
     staged, dst = Path(staged), Path(dst)
-    old = dst.with_name(dst.name + ".old")
+    old = dst.with_name(f".{dst.name}.replaced-{os.getpid()}")  # a name of our own: a user's `dst.old` is never touched
     shutil.rmtree(old, ignore_errors=True)
     if dst.exists():
         dst.rename(old)

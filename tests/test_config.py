@@ -68,3 +68,22 @@ def test_partial_nested_section_keeps_its_own_defaults():
     assert cfg.vae.run.lr == TAVRConfig().vae.run.lr != 1e-4
     with pytest.raises(ConfigError, match=r"unknown key 'vae\.run\.stepz'"):
         build_config({"vae": {"run": {"stepz": 3}}})
+
+
+def test_a_params_file_that_was_asked_for_must_exist(tmp_path, monkeypatch):
+    """A missing --params never falls back to the defaults (which would overwrite the stage's outputs)."""
+    import subprocess
+    import sys
+
+    from tavr.config import params_path
+
+    monkeypatch.chdir(tmp_path)
+    assert params_path(None) is None  # no ./params.yaml: the defaults
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert params_path(None) == Path("params.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        params_path("missing.yaml")
+    for module in ("tavr.train.stage1", "tavr.train.latents", "tavr.train.stage0_codec", "tavr.train.pretrain"):
+        res = subprocess.run([sys.executable, "-m", module, "--params", "missing.yaml"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "missing.yaml does not exist" in res.stderr, module
+    assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()

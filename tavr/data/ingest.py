@@ -45,6 +45,7 @@ from tavr.data.video import VideoError, iter_video, read_video, write_audio, wri
 from tavr.files import replace_dir
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+MARKER = ".tavr-ingest"  # written into every ingest output: a folder holding it may be replaced
 COLUMNS = [
     "clip_id", "path", "audio_path", "mask_path", "source", "identity", "scene", "split", "start_s",
     "fps", "frames", "width", "height", "duration_s", "has_audio", "audio_rate",
@@ -272,10 +273,29 @@ def _job(args: tuple[Source, IngestConfig, Path]) -> tuple[list[dict], list[dict
     return ingest_file(*args)
 
 
+def check_output(sources: list[str | Path], out: str | Path, force: bool = False) -> None:
+    """Ingest replaces `out` whole, so refuse an `out` that holds or lies inside a source, and a
+    non-empty `out` that is not an earlier ingest output (no MARKER file) unless `force`."""
+    target = Path(out).resolve()
+    for src in sources:
+        s = Path(src).resolve()
+        if s == target or target in s.parents or s in target.parents:
+            raise ValueError(f"output {out} overlaps source {src}: ingest replaces its output folder whole, "
+                             "so the output must lie outside every source and hold none of them")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"output {out} is a file, not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file() and not force:
+        raise ValueError(f"output {out} is not empty and is not an earlier ingest output (no {MARKER}): ingest would "
+                         "replace everything in it; choose another folder, or pass --force to replace it")
+
+
 def ingest(
-    sources: list[str | Path], out: str | Path, cfg: IngestConfig, progress: Callable[[int, int], None] | None = None
+    sources: list[str | Path], out: str | Path, cfg: IngestConfig, progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> dict:
-    """Ingest every source into `out`; returns the summary (also in out/summary.json)."""
+    """Ingest every source into `out` (checked by `check_output` first); returns the summary
+    (also in out/summary.json)."""
+    check_output(sources, out, force)
     out = Path(out)
     found, quarantine = [], []
     for src in sources:
@@ -315,5 +335,6 @@ def ingest(
         "reasons": dict(Counter(q["reason"].split(":")[0] for q in quarantine)),
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    (work / MARKER).write_text("written by tavr ingest; this folder is replaced whole by the next ingest into it\n")
     replace_dir(work, out)
     return summary

@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
-from tavr.config import RunConfig, load_config
+from tavr.config import ConfigError, RunConfig, load_config, params_path
 from tavr.files import write_json
 
 
@@ -302,11 +302,15 @@ def stage_args(description: str, argv: list[str] | None = None, section: str = "
     """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder,
     the params section it reads: `section` unless --section names another, e.g. image_stage1)."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--params", default="params.yaml", help="params file (defaults only when it does not exist)")
+    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
     ap.add_argument("--section", default=section, help=f"params section to read (default: {section})")
     args = ap.parse_args(argv)
-    root = load_config(args.params if Path(args.params).is_file() else None)
+    try:
+        path = params_path(args.params)
+    except ConfigError as e:
+        ap.error(str(e))
+    root = load_config(path)
     kind = type(getattr(root, section, None))
     if not isinstance(getattr(root, args.section, None), kind):
         ap.error(f"--section {args.section!r} is not a {kind.__name__} section of the params")

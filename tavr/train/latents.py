@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from tavr.config import GenerateConfig, LatentsConfig, load_config
+from tavr.config import ConfigError, GenerateConfig, LatentsConfig, load_config, params_path
 from tavr.data.synth import load_masks
 from tavr.files import write_json
 from tavr.data.video import read_audio, read_video
@@ -113,9 +113,13 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Encode every clip once into the latent cache.")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
     args = ap.parse_args(argv)
-    cfg = load_config(args.params if Path(args.params).is_file() else None)
+    try:
+        path = params_path(args.params)
+    except ConfigError as e:
+        ap.error(str(e))
+    cfg = load_config(path)
     summary = encode_cache(cfg.latents, cfg.generate)
     write_json(cfg.latents.timing, {"seconds": summary["seconds"], "windows": summary["windows"]})
     print(json.dumps(summary, indent=1))

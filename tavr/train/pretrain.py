@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tavr.config import TAVRConfig, load_config, to_dict
+from tavr.config import ConfigError, TAVRConfig, load_config, params_path, to_dict
 from tavr.data import faces
 from tavr.data.pairs import load_pairs, make_pairs
 from tavr.data.synth import load_masks
@@ -293,10 +293,14 @@ def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], s
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint) or never")
     args = ap.parse_args(argv)
-    root = load_config(args.params)
+    try:
+        path = params_path(args.params)
+    except ConfigError as e:
+        ap.error(str(e))
+    root = load_config(path)
     try:
         card = pretrain(root, None if args.resume == "never" else "auto")
     except (FileNotFoundError, ValueError) as e:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tavr.config import CodecConfig, load_config
+from tavr.config import CodecConfig, ConfigError, load_config, params_path
 from tavr.data.video import read_video
 from tavr.files import replace_dir, write_json
 from tavr.models.codec import PATCH_CODEC, PatchCodec
@@ -97,9 +97,13 @@ def fit(cfg: CodecConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Fit the patch codec on the train clips (closed form).")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
     args = ap.parse_args(argv)
-    cfg = load_config(args.params)
+    try:
+        path = params_path(args.params)
+    except ConfigError as e:
+        ap.error(str(e))
+    cfg = load_config(path)
     print(json.dumps(fit(cfg.codec), indent=1))
 
 

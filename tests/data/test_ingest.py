@@ -92,12 +92,15 @@ def test_other_resolution_and_fps_are_resampled_and_the_face_is_centred(tmp_path
 
 
 def test_rerun_replaces_the_output_and_leaves_no_partial_folder(messy, tmp_path):
+    from tavr.data.ingest import MARKER
+
     out = tmp_path / "clips"
     out.mkdir()
+    (out / MARKER).write_text("")  # an earlier ingest's output
     (out / "stale.txt").write_text("old run")
     ingest([messy / "id000"], out, CFG)  # identity folder as root: no <identity>/<scene>/<file> layout
     assert not (out / "stale.txt").exists()
-    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.old"))
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".clips.replaced-*"))
     lines = (out / "quarantine.jsonl").read_text().splitlines()
     assert all("not laid out" in json.loads(line)["reason"] for line in lines) and len(lines) == 2
 
@@ -132,3 +135,57 @@ def test_pairs_file_round_trips(tmp_path):
     write_pairs(tmp_path / "data" / "bench_pairs.json", pairs, tmp_path / "data" / "clips")
     root, loaded = load_pairs(tmp_path / "data" / "bench_pairs.json")
     assert root == (tmp_path / "data" / "clips").resolve() and loaded == pairs
+
+
+def _one_clip_source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    synth.write_clip(SYN, synth.ClipSpec(0, 0, 0, "train"), src)
+    return src
+
+
+def test_ingest_refuses_to_replace_what_is_not_its_own(tmp_path):
+    """OUT equal to, around or inside a source, or a non-empty folder without the marker: refused,
+    nothing deleted. An earlier ingest output is replaced; --force replaces anything else."""
+    from tavr.data.ingest import MARKER
+
+    src = _one_clip_source(tmp_path)
+    videos = sorted(src.rglob("*.mp4"))
+    for out in (src, tmp_path, src / "id000" / "clips"):
+        with pytest.raises(ValueError, match="overlaps source"):
+            ingest([src], out, CFG)
+    assert sorted(src.rglob("*.mp4")) == videos
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "important.txt").write_text("keep me")
+    (tmp_path / "mine.old").mkdir()
+    with pytest.raises(ValueError, match="not an earlier ingest output"):
+        ingest([src], mine, CFG)
+    assert (mine / "important.txt").read_text() == "keep me"
+    out = tmp_path / "clips"
+    ingest([src], out, CFG)
+    assert (out / MARKER).is_file()
+    ingest([src], out, CFG)  # its own output: replaced
+    ingest([src], mine, CFG, force=True)
+    assert not (mine / "important.txt").exists() and (mine / "manifest.parquet").is_file()
+    assert (tmp_path / "mine.old").is_dir()  # a sibling named like the swap's old folder is not touched
+
+
+def test_ingest_command_writes_pairs_inside_out_unless_told(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tavr.cli import app
+
+    src = _one_clip_source(tmp_path)
+    work = tmp_path / "repo"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "bench_pairs.json").write_text('{"count": 158}')
+    monkeypatch.chdir(work)
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(src), str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "bench_pairs.json").is_file()
+    assert (work / "data" / "bench_pairs.json").read_text() == '{"count": 158}'  # the tracked file is left alone
+    res = runner.invoke(app, ["ingest", str(src), str(tmp_path / "out2"), "--pairs", str(tmp_path / "p.json")])
+    assert res.exit_code == 0 and (tmp_path / "p.json").is_file() and not (tmp_path / "out2" / "bench_pairs.json").exists()
+    res = runner.invoke(app, ["ingest", str(src), str(src)])
+    assert res.exit_code == 2 and "overlaps source" in " ".join(res.output.split())
