@@ -258,7 +258,7 @@ def _pretrain_train() -> FlowStageConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The tiny base (`tavr pretrain`, `make pretrain`; a frozen DVC stage): the transformer trained long on a
+    """The tiny base (`tavr pretrain`, `make pretrain`; not run by `make run`): the transformer trained long on a
     TAVR-Synth set of its own, with a curve of generated-frame quality against samples seen."""
 
     synth: SynthConfig = field(default_factory=_pretrain_synth)

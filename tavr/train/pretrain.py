@@ -76,13 +76,15 @@ def prepare_data(root: TAVRConfig, progress: bool = True) -> Path:
     codec = Path(cfg.train.vae) / "model.safetensors"
     if not codec.is_file():
         raise FileNotFoundError(f"{codec} is missing: fit the codec first (dvc repro codec)")
-    want = {"synth": to_dict(cfg.synth), "ingest": to_dict(root.ingest), "latents": to_dict(root.latents),
-            "codec": sha256(codec)}  # fmt: skip
+    ingest_cfg = {k: v for k, v in to_dict(root.ingest).items() if k not in ("pairs_out", "workers")}  # what shapes the clips
+    latents_cfg = {k: v for k, v in to_dict(root.latents).items() if k not in ("vae", "manifest", "out", "timing")}
+    want = {"synth": {k: v for k, v in to_dict(cfg.synth).items() if k != "workers"}, "ingest": ingest_cfg,
+            "latents": latents_cfg, "codec": sha256(codec)}  # fmt: skip
     stamp = data / "stamp.json"
     have = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if any(have.get(k) != want[k] for k in ("synth", "ingest")) or not (data / "clips" / "manifest.parquet").is_file():
         synth.generate(cfg.synth, data / "synth")
-        ingest([data / "synth"], data / "clips", root.ingest)
+        ingest([data / "synth"], data / "clips", root.ingest, force=True)  # data/ is this stage's own folder
         have = {}
     if have != want or not (data / "latents" / "cache.safetensors").is_file():
         latents = dataclasses.replace(root.latents, vae=cfg.train.vae, manifest=str(data / "clips" / "manifest.parquet"),
@@ -166,14 +168,14 @@ def plot_curve(points: list[dict], path: Path) -> None:
 # ----- 2. training in segments -----
 
 
-def _ema_pipeline(root: TAVRConfig, checkpoint: Path) -> TAVRPipeline:
+def _ema_pipeline(root: TAVRConfig, checkpoint: Path, codec) -> TAVRPipeline:
     """The EMA weights of a checkpoint as a pipeline (the chain's codec, the stage's inference config)."""
     from safetensors.torch import load_file
 
     model = TAVRTransformer3DModel(root.model)
     ema = load_file(str(checkpoint / "ema.safetensors")) or load_file(str(checkpoint / "model.safetensors"))
     model.load_state_dict({**model.state_dict(), **ema})
-    return TAVRPipeline(model, load_vae(root.pretrain.train.vae), saved_generate(root, "video"))
+    return TAVRPipeline(model, codec, saved_generate(root, "video"))
 
 
 def _step_of(ckpt: Path | None) -> int:
@@ -196,6 +198,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     train_cfg = dataclasses.replace(cfg.train, cache=str(cache))
     config_dict = {"pretrain.train": to_dict(train_cfg), "model": to_dict(root.model)}  # what the weights depend on
     pairs = eval_pairs(root)
+    codec = load_vae(train_cfg.vae)  # read once: a `dvc repro codec` elsewhere may replace the folder meanwhile
     curve_path = run_dir / "curve.jsonl"
     started = time.perf_counter()
 
@@ -203,7 +206,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     points = [json.loads(line) for line in curve_path.read_text().splitlines()] if curve_path.is_file() else []
     points = [p for p in points if p["step"] <= step]  # a point of a checkpoint that was since lost is dropped
     if not points or points[-1]["step"] < step:  # the start, or a point missed by a kill between save and eval
-        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs))
+        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
     _write_curve(curve_path, points)
     end = run.steps if stop_after is None else min(stop_after, run.steps)
     while step < end:
@@ -213,7 +216,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
         if step <= before:
             raise RuntimeError(f"pretraining stopped at step {before} without a new checkpoint (stop_after must be a "
                                f"multiple of checkpoint_every, {run.checkpoint_every})")
-        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs))
+        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
         _write_curve(curve_path, points)
     plot_curve(points, run_dir / "curve.png")
     if step < run.steps:
@@ -222,13 +225,13 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     return write_card(root, train_cfg, metrics, points, time.perf_counter() - started)
 
 
-def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs) -> dict:
+def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict:
     if ckpt is None:
         torch.manual_seed(root.pretrain.train.run.seed)
-        pipe = TAVRPipeline(TAVRTransformer3DModel(root.model), load_vae(root.pretrain.train.vae), saved_generate(root, "video"))
+        pipe = TAVRPipeline(TAVRTransformer3DModel(root.model), codec, saved_generate(root, "video"))
         seconds = 0.0
     else:
-        pipe = _ema_pipeline(root, ckpt)
+        pipe = _ema_pipeline(root, ckpt, codec)
         seconds = float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
     run = root.pretrain.train.run
     return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
