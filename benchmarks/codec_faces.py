@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tavr.data import faces
 from tavr.data.video import read_video
 from tavr.models.codec import PatchCodec
 from tavr.models.vae import load_vae
 from tavr.pipeline import to_frames, to_video_tensor
-from tavr.rl.rewards import _upsampled
+from tavr.rl.rewards import best_face_scores
 from tavr.train.stage0_codec import clip_paths, train_windows
 
 THRESHOLDS = (0.0, -0.3, -0.6, -1.0)
@@ -35,11 +34,7 @@ THRESHOLDS = (0.0, -0.3, -0.6, -1.0)
 
 def best_scores(frames: np.ndarray, every: int) -> list[float]:
     """dlib's best detection score in every `every`-th frame (-inf when nothing scores above -1)."""
-    out = []
-    for frame in frames[::every]:
-        _, scores, _ = faces._detector().run(np.ascontiguousarray(_upsampled(frame, 256)), 0, -1.0)
-        out.append(max(scores) if len(scores) else -np.inf)
-    return out
+    return best_face_scores(frames[::every], -1.0).tolist()
 
 
 def face_rates(scores: list[float]) -> dict[str, float]:

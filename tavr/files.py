@@ -1,11 +1,21 @@
-"""Writing files so that a reader never sees half of one: write beside, then rename."""
+"""File helpers: writes a reader never sees half of (write beside, then rename), and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1-MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, data: Any, indent: int = 2, newline: bool = True) -> None:

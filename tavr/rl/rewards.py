@@ -44,6 +44,17 @@ def _upsampled(frame: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
 
+def best_face_scores(frames: np.ndarray, floor: float, upsample_to: int = 256) -> np.ndarray:
+    """dlib's best detection score in each frame of (F, H, W, 3), counting detections down to `floor`
+    (the rewards count >= 0 as a face; lower scores show progress first) -> (F,), -inf where none."""
+    out = np.full(len(frames), -np.inf)
+    for i, frame in enumerate(frames):
+        _, scores, _ = faces._detector().run(np.ascontiguousarray(_upsampled(frame, upsample_to)), 0, floor)
+        if len(scores):
+            out[i] = max(scores)
+    return out
+
+
 def face_embedding(frame: np.ndarray, upsample_to: int = 256) -> np.ndarray | None:
     """dlib ResNet embedding (128,) of the best-scoring face in one frame (H, W, 3) uint8.
 

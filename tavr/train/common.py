@@ -298,19 +298,30 @@ def after_step(run: RunConfig, run_dir, step: int, model, optimizer, scheduler, 
     return stop_after is not None and step >= stop_after
 
 
-def stage_args(description: str, argv: list[str] | None = None, section: str = ""):
-    """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder,
-    the params section it reads: `section` unless --section names another, e.g. image_stage1)."""
+def params_parser(description: str) -> argparse.ArgumentParser:
+    """A command line with the `--params` option every stage module takes."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
-    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
-    ap.add_argument("--section", default=section, help=f"params section to read (default: {section})")
+    return ap
+
+
+def parse_config(ap: argparse.ArgumentParser, argv: list[str] | None = None):
+    """-> (config tree from --params, parsed args); a --params file that does not exist is a usage error."""
     args = ap.parse_args(argv)
     try:
         path = params_path(args.params)
     except ConfigError as e:
         ap.error(str(e))
-    root = load_config(path)
+    return load_config(path), args
+
+
+def stage_args(description: str, argv: list[str] | None = None, section: str = ""):
+    """The command line every training stage shares -> (config tree, resume: "auto" | None | a folder,
+    the params section it reads: `section` unless --section names another, e.g. image_stage1)."""
+    ap = params_parser(description)
+    ap.add_argument("--resume", default="auto", help="auto (latest checkpoint), never, or a checkpoint folder")
+    ap.add_argument("--section", default=section, help=f"params section to read (default: {section})")
+    root, args = parse_config(ap, argv)
     kind = type(getattr(root, section, None))
     if not isinstance(getattr(root, args.section, None), kind):
         ap.error(f"--section {args.section!r} is not a {kind.__name__} section of the params")

@@ -18,7 +18,6 @@ split, path) and out/text.safetensors (the prompt's embedding and mask, shared).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -30,13 +29,14 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from tavr.config import ConfigError, GenerateConfig, LatentsConfig, load_config, params_path
+from tavr.config import GenerateConfig, LatentsConfig
 from tavr.data.synth import load_masks
 from tavr.files import write_json
 from tavr.data.video import read_audio, read_video
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
 from tavr.models.vae import latent_frames, load_vae
 from tavr.pipeline import mask_to_latent, to_video_tensor
+from tavr.train import common
 
 
 def windows_of(table: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -112,14 +112,7 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Encode every clip once into the latent cache.")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
-    args = ap.parse_args(argv)
-    try:
-        path = params_path(args.params)
-    except ConfigError as e:
-        ap.error(str(e))
-    cfg = load_config(path)
+    cfg, _ = common.parse_config(common.params_parser("Encode every clip once into the latent cache."), argv)
     summary = encode_cache(cfg.latents, cfg.generate)
     write_json(cfg.latents.timing, {"seconds": summary["seconds"], "windows": summary["windows"]})
     print(json.dumps(summary, indent=1))

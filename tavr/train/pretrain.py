@@ -23,9 +23,7 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -38,28 +36,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tavr.config import ConfigError, TAVRConfig, load_config, params_path, to_dict
-from tavr.data import faces
+from tavr.config import TAVRConfig, to_dict
 from tavr.data.pairs import load_pairs, make_pairs
 from tavr.data.synth import load_masks
 from tavr.data.video import read_audio, read_video
-from tavr.files import write_json
+from tavr.files import sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline
-from tavr.rl.rewards import _upsampled
+from tavr.rl.rewards import best_face_scores
 from tavr.train import common, stage1
 from tavr.train.stage1 import saved_generate
 
 DETECT_FLOOR = -1.5  # dlib scores below this count as "no face at all"
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----- 1. data -----
@@ -106,14 +95,6 @@ def eval_pairs(root: TAVRConfig) -> dict[str, tuple[Path, list[dict]]]:
 # ----- 3. the curve -----
 
 
-def _best_scores(frames: np.ndarray) -> np.ndarray:
-    out = []
-    for frame in frames:
-        _, scores, _ = faces._detector().run(np.ascontiguousarray(_upsampled(frame, 256)), 0, DETECT_FLOOR)
-        out.append(max(scores) if len(scores) else DETECT_FLOOR)
-    return np.array(out)
-
-
 def _person_psnr(generated: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
     diff = (generated.astype(np.float64) - target.astype(np.float64))[mask]
     return float(10 * np.log10(255.0**2 / max(float((diff**2).mean()), 1e-10))) if diff.size else float("nan")
@@ -136,7 +117,7 @@ def curve_point(pipe: TAVRPipeline, pairs: dict[str, tuple[Path, list[dict]]], r
                 mask = load_masks(base / pair["target_mask"])[:n]
                 audio = read_audio(base / pair["driving_audio"], gen.audio_rate)[: round(n / gen.fps * gen.audio_rate)]
                 video = pipe(reference, target, audio, background_mask=mask, num_steps=cfg.eval_steps, seed=i).frames[:n]
-                scores.append(_best_scores(video[::2]))
+                scores.append(np.maximum(best_face_scores(video[::2], DETECT_FLOOR), DETECT_FLOOR))
                 psnrs.append(_person_psnr(video, target, mask))
             s = np.concatenate(scores)
             name = f"{kind}_wrong_ref" if wrong else kind
@@ -218,6 +199,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
                                f"multiple of checkpoint_every, {run.checkpoint_every})")
         points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
         _write_curve(curve_path, points)
+        write_checkpoint_card(root, common.latest_checkpoint(run_dir))
     plot_curve(points, run_dir / "curve.png")
     if step < run.steps:
         return {}
@@ -258,24 +240,45 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], seconds: float) -> dict:
+def _provenance(root: TAVRConfig) -> dict:
+    """What both cards record: the command and params, the data, the machine and the code commit."""
     cfg = root.pretrain
-    out = Path(train_cfg.out)
     manifest = pd.read_parquet(Path(cfg.data) / "clips" / "manifest.parquet")
-    weights = sorted(p for p in out.rglob("*.safetensors"))
-    card = {
+    return {
         "command": "tavr pretrain --params params.yaml (make pretrain)",
         "params": {"pretrain": to_dict(cfg), "model": to_dict(root.model), "preset": root.preset},
         "data": {"synth_seed": cfg.synth.seed, "identities": sorted(manifest["identity"].unique().tolist()),
                  "identity_range": [0, cfg.synth.identities - 1], "scenes": int(manifest["scene"].nunique()),
                  "clips": len(manifest)},
-        "steps": metrics.get("steps"), "samples_seen": points[-1]["samples"] if points else None,
-        "train_seconds": points[-1]["train_seconds"] if points else None, "wall_seconds_this_call": round(seconds, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "commit": _commit(),
+    }  # fmt: skip
+
+
+def write_checkpoint_card(root: TAVRConfig, checkpoint: Path) -> None:
+    """run_dir/checkpoint_card.json: a checkpoint that a later `make pretrain` resumes from (the one
+    committed between sessions), with the provenance and the sha256 of each of its files."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    run = root.pretrain.train.run
+    card = {
+        **_provenance(root), "checkpoint": checkpoint.name, "step": state["step"],
+        "samples_seen": state["step"] * run.batch_size * run.grad_accum, "train_seconds": round(state["data"].get("seconds", 0.0), 1),
+        "sha256": {p.name: sha256(p) for p in sorted(checkpoint.iterdir()) if p.is_file()},
+    }  # fmt: skip
+    write_json(checkpoint.parent.parent / "checkpoint_card.json", card, indent=1)
+
+
+def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], seconds: float) -> dict:
+    cfg = root.pretrain
+    out = Path(train_cfg.out)
+    weights = sorted(p for p in out.rglob("*.safetensors"))
+    card = {
+        **_provenance(root),
+        "steps": metrics.get("steps"), "samples_seen": points[-1]["samples"] if points else None,
+        "train_seconds": points[-1]["train_seconds"] if points else None, "wall_seconds_this_call": round(seconds, 1),
         "losses": {k: metrics.get(k) for k in ("loss_first", "loss_last", "val_loss")},
-        "curve": points, "commit": _commit(),
-        "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
+        "curve": points, "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
     }  # fmt: skip
     write_json(out / "card.json", card, indent=1)
     last = points[-1]["eval"] if points else {}
@@ -283,7 +286,7 @@ def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], s
         "# TAVR tiny base (pretrained)", "",
         f"- command: `{card['command']}`, code commit `{card['commit']}`",
         f"- data: TAVR-Synth seed {cfg.synth.seed}, identities 0-{cfg.synth.identities - 1} of that seed "
-        f"({len(card['data']['identities'])} people, {card['data']['scenes']} scenes, {len(manifest)} clips); none of the default's people or scenes",
+        f"({len(card['data']['identities'])} people, {card['data']['scenes']} scenes, {card['data']['clips']} clips); none of the default's people or scenes",
         f"- training: {card['steps']} steps, {card['samples_seen']} samples, {card['train_seconds']} s on {card['machine']['device']} "
         f"({card['machine']['cpus']} cores, torch {card['machine']['torch']})",
         f"- losses: first {card['losses']['loss_first']}, last {card['losses']['loss_last']}",
@@ -295,15 +298,9 @@ def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], s
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
+    ap = common.params_parser("Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint) or never")
-    args = ap.parse_args(argv)
-    try:
-        path = params_path(args.params)
-    except ConfigError as e:
-        ap.error(str(e))
-    root = load_config(path)
+    root, args = common.parse_config(ap, argv)
     try:
         card = pretrain(root, None if args.resume == "never" else "auto")
     except (FileNotFoundError, ValueError) as e:

@@ -14,7 +14,6 @@ clips. Writes, replacing the folder whole:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -25,11 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tavr.config import CodecConfig, ConfigError, load_config, params_path
+from tavr.config import CodecConfig
 from tavr.data.video import read_video
 from tavr.files import replace_dir, write_json
 from tavr.models.codec import PATCH_CODEC, PatchCodec
 from tavr.pipeline import to_video_tensor
+from tavr.train import common
 
 
 def clip_paths(manifest: str | Path, split: str) -> list[Path]:
@@ -96,14 +96,7 @@ def fit(cfg: CodecConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Fit the patch codec on the train clips (closed form).")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
-    args = ap.parse_args(argv)
-    try:
-        path = params_path(args.params)
-    except ConfigError as e:
-        ap.error(str(e))
-    cfg = load_config(path)
+    cfg, _ = common.parse_config(common.params_parser("Fit the patch codec on the train clips (closed form)."), argv)
     print(json.dumps(fit(cfg.codec), indent=1))
 
 

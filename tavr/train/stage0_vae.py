@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from tavr.config import VAEStageConfig, to_dict
@@ -35,15 +34,7 @@ from tavr.files import write_json
 from tavr.models.vae import PRESETS, TAVRVAE
 from tavr.pipeline import to_video_tensor
 from tavr.train import common
-
-
-def load_clips(manifest: str | Path, split: str) -> list[Path]:
-    table = pd.read_parquet(manifest)
-    root = Path(manifest).parent
-    paths = [root / p for p in table.loc[table["split"] == split, "path"]]
-    if not paths:
-        raise ValueError(f"{manifest} has no {split} clips")
-    return paths
+from tavr.train.stage0_codec import clip_paths, psnr
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,17 +58,6 @@ def random_crops(paths: list[Path], index: list[int], frames: int, crop: int) ->
     return torch.cat(out)
 
 
-@torch.no_grad()
-def psnr(vae: TAVRVAE, paths: list[Path], frames: int) -> float:
-    """Mean reconstruction PSNR (dB) over the first `frames` frames of each clip."""
-    scores = []
-    for path in paths:
-        x = to_video_tensor(read_video(path).frames[:frames])
-        mse = ((vae.decode(vae.encode(x)) - x) ** 2).mean().item() / 4  # [-1, 1] -> [0, 1] scale
-        scores.append(10 * np.log10(1.0 / max(mse, 1e-10)))
-    return float(np.mean(scores))
-
-
 def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", stop_after: int | None = None) -> dict:
     """Train to `cfg.run.steps`; `stop_after` ends this invocation early and returns {} (resume later)."""
     run = cfg.run
@@ -90,7 +70,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
 
     # model, data, optimizer
     vae = TAVRVAE.from_config(PRESETS[cfg.preset])
-    train_paths, bench_paths = load_clips(cfg.manifest, "train"), load_clips(cfg.manifest, "bench")
+    train_paths, bench_paths = clip_paths(cfg.manifest, "train"), clip_paths(cfg.manifest, "bench")
     order = common.EpochShuffler(len(train_paths), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=run.lr, weight_decay=run.weight_decay)
     scheduler = common.make_scheduler(optimizer, run)

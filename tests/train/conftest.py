@@ -1,4 +1,10 @@
-"""Shared fixtures of the training tests: a tiny ingested data set (with bench pairs) and a latent cache."""
+"""Shared fixtures of the training tests: a tiny ingested data set (with bench pairs), a latent cache, and a
+killer of training processes."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -31,6 +37,23 @@ def _vae_cfg(tmp, manifest, steps, name="run"):
 def vae_cfg():
     """The stage-0 config factory: vae_cfg(tmp, manifest, steps, name)."""
     return _vae_cfg
+
+
+def _kill_at_first_checkpoint(proc: subprocess.Popen, checkpoints: Path, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in checkpoints.glob("*")):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="session")
+def kill_at_first_checkpoint():
+    """kill_at_first_checkpoint(proc, checkpoints, timeout): SIGKILL a training process as soon as
+    `checkpoints` holds a finished step folder; fails if the process ends first or time runs out."""
+    return _kill_at_first_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,8 @@ SIGKILL, and its card's hashes name the files it wrote."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from safetensors.torch import load_file
 from tavr.config import load_config, to_dict
 from tavr.data import synth
 from tavr.pipeline import TAVRPipeline
-from tavr.train.pretrain import sha256
+from tavr.files import sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +45,7 @@ def _params(tmp: Path, cache: Path, clips: Path, name: str) -> Path:
     return path
 
 
-def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cache, clips, tmp_path):
+def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cache, clips, tmp_path, kill_at_first_checkpoint):
     cmd = [sys.executable, "-m", "tavr.train.pretrain", "--params"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     whole = _params(tmp_path, cache, clips, "whole")
@@ -55,14 +53,7 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
 
     killed = _params(tmp_path, cache, clips, "killed")
     proc = subprocess.Popen([*cmd, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    checkpoints = tmp_path / "killed" / "run" / "checkpoints"
-    deadline = time.time() + 300
-    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in checkpoints.glob("*")):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(proc, tmp_path / "killed" / "run" / "checkpoints", timeout=300)
     assert not (tmp_path / "killed" / "base" / "card.json").exists()
     subprocess.run([*cmd, str(killed)], check=True, capture_output=True, env=env, timeout=600)
 
@@ -73,6 +64,10 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
     assert [p["step"] for p in curve] == [0, 2, 4] and [p["samples"] for p in curve] == [0, 4, 8]
     assert set(curve[-1]["eval"]) == {"bench", "bench_wrong_ref", "pretrain"}
     assert (tmp_path / "killed/run/curve.png").is_file()
+    resume = json.loads((tmp_path / "killed/run/checkpoint_card.json").read_text())
+    ckpt = tmp_path / "killed/run/checkpoints" / resume["checkpoint"]
+    assert resume["step"] == 4 and set(resume["sha256"]) >= {"model.safetensors", "ema.safetensors", "optimizer.safetensors"}
+    assert all(sha256(ckpt / f) == h for f, h in resume["sha256"].items())
 
     out = tmp_path / "whole" / "base"
     card = json.loads((out / "card.json").read_text())

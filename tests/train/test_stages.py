@@ -94,14 +94,12 @@ def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
         lc.reference_for(0, "sideways")
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path, kill_at_first_checkpoint):
     """Kill -9 a real stage-1 process after its first checkpoint; `--resume auto` ends on the
     weights of a run that was never killed, and no logged step is lost or repeated."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import yaml
 
@@ -119,14 +117,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path):
     subprocess.run([*cmd, str(params("whole"))], check=True, capture_output=True, env=env, timeout=300)
 
     proc = subprocess.Popen([*cmd, str(params("killed"))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    checkpoints = tmp_path / "killed" / "run" / "checkpoints"
-    deadline = time.time() + 240
-    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in checkpoints.glob("*")):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(proc, tmp_path / "killed" / "run" / "checkpoints", timeout=240)
     assert not (tmp_path / "killed" / "model" / "model_index.json").exists()  # it really died mid-run
     subprocess.run([*cmd, str(params("killed")), "--resume", "auto"], check=True, capture_output=True, env=env, timeout=300)
 
