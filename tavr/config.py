@@ -90,13 +90,13 @@ class ModelConfig:
 
     patch_size: tuple[int, ...] = (1, 2, 2)
     num_attention_heads: int = 4
-    attention_head_dim: int = 32
+    attention_head_dim: int = 64
     in_channels: int = 16  # latent channels of the noisy target (Wan VAE z_dim)
     out_channels: int = 16
     text_dim: int = 384  # MiniLM; 4096 for umT5
     freq_dim: int = 64  # sinusoidal timestep features
-    ffn_dim: int = 512
-    num_layers: int = 4
+    ffn_dim: int = 1024
+    num_layers: int = 6
     cross_attn_norm: bool = True
     eps: float = 1e-6
     rope_theta: float = 10000.0
@@ -107,6 +107,11 @@ class ModelConfig:
     keep_ratio: float = 1.0  # default share of reference tokens kept by token selection
     selection_temperature: float = 1.0  # Gumbel noise scale on selection scores while training
     gradient_checkpointing: bool = False
+    # what the output layer predicts: "velocity" (Wan) or "sample", the clean latent x0, turned into
+    # the velocity (x - x0) / sigma before it leaves the model; x-prediction is what made a small DiT
+    # draw faces (docs/TRAINING.md), and lets the known background be composited in
+    prediction: str = "sample"  # Wan checkpoints (from_wan, presets 1.3b and 14b) are "velocity"
+    compose_background: bool = True  # "sample" only: x0 outside the person mask is the given background
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,7 @@ class LatentsConfig:
     vae: str = "models/codec"  # a codec folder (tavr.models.vae.load_vae)
     manifest: str = "data/clips/manifest.parquet"
     out: str = "data/latents"
-    window_frames: int = 25  # frames per window (4k + 1); each clip gives floor(frames / window) windows
+    window_frames: int = 9  # frames per window (4k + 1); each clip gives floor(frames / window) windows
     batch: int = 8  # windows per VAE call
     prompt: str = ""  # the text condition of every clip (TAVR-Synth has no captions)
     timing: str = "reports/train/latents.json"  # seconds taken (kept out of the byte-reproducible cache)
@@ -245,12 +250,12 @@ class FlowStageConfig:
 
 def _pretrain_synth() -> SynthConfig:
     # seed 1: people and scenes drawn apart from the default's seed 0; no bench split (the default's bench is the test)
-    return SynthConfig(seed=1, identities=48, scenes=40, bench_identities=0, bench_scenes=0, scenes_per_identity=6,
+    return SynthConfig(seed=1, identities=64, scenes=120, bench_identities=0, bench_scenes=0, scenes_per_identity=8,
                        clips_per_scene=1)  # fmt: skip
 
 
 def _pretrain_train() -> FlowStageConfig:
-    run = RunConfig(steps=6000, batch_size=8, lr=3e-4, warmup_steps=100, ema_decay=0.998, checkpoint_every=50,
+    run = RunConfig(steps=8000, batch_size=16, lr=6e-4, warmup_steps=200, ema_decay=0.999, checkpoint_every=50,
                     keep_checkpoints=2, log_every=10)  # fmt: skip
     return FlowStageConfig(run=run, pairing="cross_scene", out="models/base", run_dir="runs/pretrain", motion_prob=0.3,
                            val_batches=0, heldout=HeldoutConfig(count=0))  # fmt: skip
@@ -265,7 +270,7 @@ class PretrainConfig:
     train: FlowStageConfig = field(default_factory=_pretrain_train)  # stage 1's loop and knobs
     data: str = "data/pretrain"  # synth/, clips/, latents/ of the pretraining set
     bench_pairs: str = "data/bench_pairs.json"  # the curve's unseen pairs (evaluated, never trained on)
-    eval_every: int = 200  # steps between curve points (a multiple of train.run.checkpoint_every)
+    eval_every: int = 250  # steps between curve points (a multiple of train.run.checkpoint_every)
     eval_pairs: int = 8  # pairs per kind on the curve
     eval_steps: int = 10  # sampler steps per curve generation
     eval_frames: int = 25  # frames generated per curve pair; every 2nd is scored
@@ -442,14 +447,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "1.3b": {  # Wan2.1-T2V-1.3B shape, umT5 text, wav2vec2-base audio
         "model": {"num_attention_heads": 12, "attention_head_dim": 128, "ffn_dim": 8960, "num_layers": 30,
-                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 768},
+                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 768, "prediction": "velocity", "compose_background": False},
         "generate": {"vae": "wan2.1"},
         "ingest": {"size": 480, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 480, "min_seconds": 3.2, "max_seconds": 3.3},
     },
     "14b": {  # Wan2.1-T2V-14B shape
         "model": {"num_attention_heads": 40, "attention_head_dim": 128, "ffn_dim": 13824, "num_layers": 40,
-                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 1024},
+                  "freq_dim": 256, "text_dim": 4096, "audio_dim": 1024, "prediction": "velocity", "compose_background": False},
         "generate": {"vae": "wan2.1"},
         "ingest": {"size": 720, "clip_seconds": 3.24, "fps": 25},
         "qa": {"size": 720, "min_seconds": 3.2, "max_seconds": 3.3},

@@ -18,6 +18,27 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why a .safetensors file is unreadable (missing, truncated, a broken header), or None when its
+    size is exactly what its header describes: cheap, reads only the header."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                return f"truncated ({size} bytes)"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"unreadable header ({e})"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"{size} bytes where its header describes {8 + n + end}"
+    return None
+
+
 def write_json(path: str | Path, data: Any, indent: int = 2, newline: bool = True) -> None:
     """JSON through a temporary file (per process) and `os.replace`."""
     path = Path(path)

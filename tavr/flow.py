@@ -37,6 +37,21 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
+SIGMA_FLOOR = 1e-3  # a clean-latent prediction at sigma 0 has no velocity: divide by at least this
+
+
+def velocity_from_sample(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The velocity (B, ...) that carries x_sigma to a predicted clean latent x0: (x - x0) / sigma."""
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(device=x.device, dtype=x.dtype).clamp_min(SIGMA_FLOOR)
+    return (x - x0) / s
+
+
+def sample_from_velocity(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The clean latent x - sigma * v that a velocity (B, ...) at x_sigma points to."""
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(device=x.device, dtype=x.dtype).clamp_min(SIGMA_FLOOR)
+    return x - s * v
+
+
 def loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error; `weight` (broadcastable to pred, e.g. (B, 1, F, H, W)) weights each element.
 
@@ -103,7 +118,10 @@ def sample(
     scheduler.set_timesteps(steps, device=noise.device)
     x = noise if constraint is None else constraint(noise, float(scheduler.sigmas[0]))
     for i, t in enumerate(scheduler.timesteps):
-        v = velocity(x, t.expand(x.shape[0]).to(noise.dtype))
+        # the network hears the exact noise level of x (the scheduler rounds its timesteps to integers),
+        # which a clean-latent model divides by to give its velocity
+        level = (scheduler.sigmas[i] * NUM_TRAIN_TIMESTEPS).reshape(1).expand(x.shape[0])
+        v = velocity(x, level.to(device=noise.device, dtype=noise.dtype))
         x = scheduler.step(v, t, x, return_dict=False)[0]
         if constraint is not None:
             x = constraint(x, float(scheduler.sigmas[i + 1]))

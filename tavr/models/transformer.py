@@ -10,7 +10,8 @@ Read top to bottom like the method figure:
             3. audio cross-attention: target tokens <- driving audio of their frame window,
                reference tokens <- reference audio of theirs
             4. feed-forward; adaLN modulation (target at t, conditions at t = 0)
-    target tokens -> norm, modulation, projection -> velocity
+    target tokens -> norm, modulation, projection -> velocity, or (prediction "sample") the clean
+                     latent, with the given background outside the person mask, as a velocity
 
 Parameter names are Wan's, so `from_wan` copies a diffusers `WanTransformer3DModel`.
 Every TAVR-only branch writes into the model through a projection that starts at
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tavr import flow
 from tavr.config import ModelConfig, build_config
 from tavr.models.attention import Attention
 from tavr.models.layers import ConditionEmbedder, FeedForward, FP32LayerNorm, TextProjection, grid_positions, rope_freqs
@@ -115,6 +117,8 @@ class TAVRTransformer3DModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
+        if c.prediction not in ("velocity", "sample"):
+            raise ValueError(f"model.prediction must be 'velocity' or 'sample'; got {c.prediction!r}")
         dim = c.num_attention_heads * c.attention_head_dim
         patch = tuple(c.patch_size)
         self.patch_embedding = nn.Conv3d(c.in_channels, dim, kernel_size=patch, stride=patch)
@@ -153,7 +157,7 @@ class TAVRTransformer3DModel(nn.Module):
         keep_ratio: float | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Predict the flow velocity of the target.
+        """Predict the flow velocity of the target (with prediction "sample", through its clean latent).
 
         hidden_states (B, C, F, H, W) noisy target latent; timestep (B,) in [0, 1000];
         encoder_hidden_states (B, Lt, text_dim) prompt embeddings.
@@ -229,7 +233,13 @@ class TAVRTransformer3DModel(nn.Module):
         out = (self.norm_out(x[:, :n].float()) * (1 + scale) + shift).type_as(x)
         out = self.proj_out(out)  # (B, n, C_out * pt * ph * pw)
         out = out.reshape(b, gf, gh, gw, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)  # (B, C_out, F, H, W)
+        out = out.flatten(6, 7).flatten(4, 5).flatten(2, 3)  # (B, C_out, F, H, W)
+        if c.prediction == "velocity":
+            return out
+        if c.compose_background and background is not None and background_mask is not None:
+            person = background_mask.amax(1, keepdim=True).clamp(0, 1).to(out.dtype)  # (B, 1, F, H, W)
+            out = person * out + (1 - person) * background.to(out.dtype)
+        return flow.velocity_from_sample(hidden_states, out, timestep / flow.NUM_TRAIN_TIMESTEPS)
 
     # ----- loading and saving -----
 
@@ -252,6 +262,7 @@ class TAVRTransformer3DModel(nn.Module):
             "attention_head_dim": wc.attention_head_dim, "in_channels": wc.in_channels,
             "out_channels": wc.out_channels or wc.in_channels, "text_dim": wc.text_dim, "freq_dim": wc.freq_dim,
             "ffn_dim": wc.ffn_dim, "num_layers": wc.num_layers, "cross_attn_norm": wc.cross_attn_norm, "eps": wc.eps,
+            "prediction": "velocity", "compose_background": False,  # Wan is trained on the velocity
         }  # fmt: skip
         model = cls(dataclasses.replace(ModelConfig(), **fields, **overrides))
         param = next(wan.parameters())

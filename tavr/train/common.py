@@ -33,7 +33,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm.auto import tqdm
 
 from tavr.config import ConfigError, RunConfig, load_config, params_path
-from tavr.files import write_json
+from tavr.files import safetensors_problem, sha256, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -242,6 +242,8 @@ def save_checkpoint(run_dir, step: int, model, optimizer, scheduler=None, ema: E
         "data": data_state or {}, "world_size": len(rngs), "scaler": scaler.state_dict() if scaler else None,
         "rng": {"python": [s["python"] for s in rngs], "numpy": [s["numpy"] for s in rngs]},
     })
+    # written last: a checkpoint without it (or whose files no longer match it) is never resumed
+    write_json(tmp / MANIFEST, {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir())})
     if final.exists():  # the same step saved again: swap, so some copy always exists
         os.replace(final, final.with_name(final.name + ".old"))
     os.replace(tmp, final)
@@ -334,22 +336,93 @@ def _finished(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def latest_checkpoint(run_dir) -> Path | None:
-    """The newest complete `checkpoints/step_XXXXXXX/`; unfinished `.tmp` folders are ignored."""
+MANIFEST = "manifest.json"  # in every checkpoint folder, written last: {file: {"bytes", "sha256"}}
+_NEEDED = ("state.json", "model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors")
+
+
+def checkpoint_problem(path: Path, hashes: bool = True) -> str | None:
+    """Why checkpoint folder `path` cannot be resumed, or None. With a manifest, every file must have
+    its size (and, with `hashes`, its sha256); a folder from before manifests must hold every file,
+    each .safetensors exactly as long as its header says, and parseable JSON."""
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())
+        except ValueError:
+            return f"{MANIFEST} is unreadable"
+        for name, want in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != want["bytes"]:
+                return f"{name} has {f.stat().st_size} bytes, the manifest says {want['bytes']}"
+            if hashes and sha256(f) != want["sha256"]:
+                return f"{name} does not match its sha256 in the manifest"
+        return None
+    for name in _NEEDED:
+        f = path / name
+        if name.endswith(".safetensors"):
+            why = safetensors_problem(f)
+            if why:
+                return f"{name} is {why}"
+        else:
+            try:
+                json.loads(f.read_text())
+            except (OSError, ValueError):
+                return f"{name} is missing or not JSON"
+    return None
+
+
+def latest_checkpoint(run_dir, hashes: bool = False) -> Path | None:
+    """The newest intact `checkpoints/step_XXXXXXX/` (unfinished `.tmp` folders are ignored). A damaged
+    newer one is skipped with a warning that names it and the reason, so a resume falls back to the
+    newest checkpoint that can be read; `hashes` also checks every file's sha256."""
     done = _finished(Path(run_dir) / "checkpoints")
-    return done[-1] if done else None
+    for path in reversed(done):
+        why = checkpoint_problem(path, hashes)
+        if why is None:
+            return path
+        warnings.warn(f"checkpoint {path} is damaged ({why}); falling back to an older one")
+    return None
+
+
+# run keys that change how long or how often, never what is learned: a run that differs only in
+# these continues from its checkpoints
+_SAFE_TO_CONTINUE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "tracker", "wandb_project")
+
+
+def _comparable(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _comparable(v) for k, v in config.items()
+                if not (k in _SAFE_TO_CONTINUE and not isinstance(v, dict)) and k not in ("out", "heldout")}
+    return config
 
 
 def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str | None:
-    """`resume` unless run_dir holds a run of a different config: then its checkpoints are dropped.
+    """`resume` unless run_dir holds a run of a different config.
 
-    Resuming a run whose params changed would silently mix two experiments.
+    A change in how long or how often (`run.steps`, checkpoint and log intervals, the output folder)
+    continues the run. Any other change would mix two experiments: the old run folder is moved
+    aside whole (`run_dir.previous-N`, never deleted) and this run starts fresh.
     """
-    saved = Path(run_dir) / "config.json"
-    if resume in (None, "never") or not saved.is_file() or json.loads(saved.read_text()) == json.loads(json.dumps(config)):
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if resume in (None, "never") or not saved.is_file():
         return resume
-    warnings.warn(f"{run_dir} holds a run with another config; starting fresh")
-    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    old, new = json.loads(saved.read_text()), json.loads(json.dumps(config))
+    if old == new:
+        return resume
+    if _comparable(old) == _comparable(new):
+        print(f"{run_dir}: continuing the run; only its length or intervals changed", flush=True)
+        return resume
+    if os.environ.get("RANK", "0") != "0":  # the main process moves the folder; every rank starts fresh
+        return None
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.previous-{n}").exists():
+        n += 1
+    aside = run_dir.with_name(f"{run_dir.name}.previous-{n}")
+    run_dir.rename(aside)
+    warnings.warn(f"{run_dir} held a run with another config: moved it to {aside}; starting fresh")
     return None
 
 
@@ -358,9 +431,12 @@ def resume_from(run_dir, resume: str | None) -> Path | None:
     if resume in (None, "", "never"):
         return None
     if resume == "auto":
-        return latest_checkpoint(run_dir)
+        return latest_checkpoint(run_dir, hashes=True)
     if not (Path(resume) / "state.json").is_file():
         raise FileNotFoundError(f"resume={resume!r} is not a checkpoint folder (no state.json)")
+    why = checkpoint_problem(Path(resume))
+    if why:
+        raise ValueError(f"resume={resume!r} is damaged: {why}")
     return Path(resume)
 
 

@@ -134,7 +134,8 @@ def predict(model, x: torch.Tensor, timestep: torch.Tensor, b: dict, keep_ratio:
 
 def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: bool, use_audio: bool,
               generators: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
-    """Velocity error at a random noise level, weighted up inside the person mask.
+    """Velocity error at a random noise level (clean-latent error for a "sample" model), weighted up
+    inside the person mask.
 
     One generator per sample draws its noise level and noise, and the loss is the mean of
     per-sample weighted means, so a global batch split over ranks gives the same loss and
@@ -143,8 +144,11 @@ def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: 
     x0 = b["x0"]
     sigma = torch.cat([flow.sample_sigmas(1, cfg.shift, generator=g) for g in generators])  # (B,)
     noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators])
-    pred = predict(model, flow.interpolate(x0, noise, sigma), sigma * flow.NUM_TRAIN_TIMESTEPS, b, keep_ratio, use_ref, use_audio)
+    x = flow.interpolate(x0, noise, sigma)
+    pred = predict(model, x, sigma * flow.NUM_TRAIN_TIMESTEPS, b, keep_ratio, use_ref, use_audio)
     target, weight = flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"]
+    if getattr(model, "module", model).config.prediction == "sample":  # the error of the clean latent, not of x0 / sigma
+        pred, target = flow.sample_from_velocity(x, pred, sigma), x0
     return torch.stack([flow.loss(pred[i], target[i], weight[i]) for i in range(len(x0))]).mean()
 
 

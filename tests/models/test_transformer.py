@@ -194,3 +194,33 @@ def test_patch_linear_equals_the_convolution():
     conv = torch.nn.Conv3d(17, 32, kernel_size=(1, 2, 2), stride=(1, 2, 2))
     x = torch.randn(2, 17, 3, 8, 8)
     assert torch.allclose(_patch_linear(x, conv), conv(x).flatten(2).transpose(1, 2), atol=1e-5)
+
+
+def test_sample_prediction_is_a_velocity_to_the_clean_latent_with_the_background_composited():
+    """prediction "sample": the head's output is x0; outside the person mask x0 is the given background,
+    and the model returns the velocity (x - x0) / sigma that a sampler integrates."""
+    raw = TAVRTransformer3DModel(dataclasses.replace(TINY, prediction="velocity", compose_background=False)).eval()
+    _randomise(raw)
+    model = TAVRTransformer3DModel(TINY).eval()
+    model.load_state_dict(raw.state_dict())
+    inp = _inputs()
+    x, sigma, person = inp["hidden_states"], inp["timestep"] / 1000, inp["background_mask"]
+    with torch.no_grad():
+        head, v = raw(**inp), model(**inp)
+    x0 = x - sigma.reshape(-1, 1, 1, 1, 1) * v
+    assert torch.allclose(x0 * (1 - person), inp["background"] * (1 - person), atol=1e-4)  # the background is given
+    assert torch.allclose(x0 * person, head * person, atol=1e-4)  # the person is the head's
+    assert not torch.allclose(x0, inp["background"], atol=1e-2)
+    free = TAVRTransformer3DModel(dataclasses.replace(TINY, compose_background=False)).eval()
+    free.load_state_dict(raw.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(x - sigma.reshape(-1, 1, 1, 1, 1) * free(**inp), head, atol=1e-4)
+
+
+def test_wan_models_predict_the_velocity_and_an_unknown_prediction_is_refused():
+    from tavr.config import build_config
+
+    assert build_config({"preset": "1.3b"}).model.prediction == "velocity"
+    assert build_config({"preset": "tiny"}).model.prediction == "sample"
+    with pytest.raises(ValueError, match="prediction"):
+        TAVRTransformer3DModel(dataclasses.replace(TINY, prediction="epsilon"))

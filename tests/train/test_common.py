@@ -117,8 +117,8 @@ def test_checkpoint_round_trip(tmp_path):
 
     assert path == tmp_path / "checkpoints" / "step_0000004"
     assert sorted(p.name for p in path.iterdir()) == [
-        "ema.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng.safetensors",
-        "state.json"]  # no pickle anywhere
+        "ema.safetensors", "manifest.json", "model.safetensors", "optimizer.json", "optimizer.safetensors",
+        "rng.safetensors", "state.json"]  # no pickle anywhere; the manifest (sizes, sha256) is written last
 
     seed_everything(99)
     model2, optimizer2, scheduler2, ema2, _ = _build(RUN, accelerator)
@@ -301,3 +301,61 @@ def test_tracker_survives_a_git_repo_without_commits(tmp_path, monkeypatch):
 
     assert logged_series(tmp_path / "run", "loss") == [1.0, 0.5, 1.0 / 3]
     assert first_last([1.0] * 10 + [0.0] * 10) == (1.0, 0.0)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path):
+    """A truncated or altered file in the newest checkpoint: resume falls back to the one before, saying so."""
+    model = _mlp()
+    optimizer = torch.optim.AdamW(model.parameters())
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, model, optimizer, keep=2)
+    newest = tmp_path / "checkpoints" / "step_0000004"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])  # a copy or a disk that ran out half way
+    with pytest.warns(UserWarning, match="step_0000004 is damaged"):
+        assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_0000002"
+    with pytest.warns(UserWarning, match="damaged"):
+        assert load_checkpoint(resume_from(tmp_path, "auto"), model, optimizer)[0] == 2
+
+    save_checkpoint(tmp_path, 4, model, optimizer, keep=2)  # same length, other bytes: only the hash tells
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert latest_checkpoint(tmp_path) == newest  # sizes alone cannot see it...
+    with pytest.warns(UserWarning, match="sha256"):
+        assert resume_from(tmp_path, "auto").name == "step_0000002"  # ...the resume checks hashes
+    with pytest.raises(ValueError, match="damaged"):
+        resume_from(tmp_path, str(newest))
+
+
+def test_a_checkpoint_from_before_manifests_is_checked_by_its_headers(tmp_path):
+    model = _mlp()
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = save_checkpoint(tmp_path, 3, model, optimizer)
+    (path / "manifest.json").unlink()
+    assert latest_checkpoint(tmp_path) == path
+    opt = path / "optimizer.safetensors"
+    opt.write_bytes(opt.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="optimizer.safetensors is truncated"):
+        assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_longer_run_continues_and_another_config_moves_the_old_run_aside(tmp_path):
+    from tavr.train.common import fresh_if_changed
+
+    run_dir = tmp_path / "run"
+    config = {"stage": {"run": {"steps": 20, "lr": 1e-3, "checkpoint_every": 5}, "out": "a"}}
+    RunDir(run_dir, config)
+    (run_dir / "checkpoints" / "keep.txt").write_text("mine")
+    longer = {"stage": {"run": {"steps": 30, "lr": 1e-3, "checkpoint_every": 10}, "out": "b"}}
+    assert fresh_if_changed(run_dir, "auto", longer) == "auto"
+    assert (run_dir / "checkpoints" / "keep.txt").is_file()
+    other = {"stage": {"run": {"steps": 20, "lr": 3e-4, "checkpoint_every": 5}, "out": "a"}}
+    with pytest.warns(UserWarning, match="moved it to"):
+        assert fresh_if_changed(run_dir, "auto", other) is None
+    assert (tmp_path / "run.previous-1" / "checkpoints" / "keep.txt").read_text() == "mine"
+    assert not run_dir.exists()
+    RunDir(run_dir, config)
+    with pytest.warns(UserWarning):
+        fresh_if_changed(run_dir, "auto", other)
+    assert (tmp_path / "run.previous-2" / "config.json").is_file()  # never over an earlier one
