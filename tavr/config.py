@@ -11,6 +11,7 @@ between the dataclass defaults and the file: file values always win.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tavr.config_rules import RULES
 
 
 class ConfigError(ValueError):
@@ -490,8 +493,13 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         (item,) = typing.get_args(hint)[:1]
         return tuple(_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if hint is float:
+        if isinstance(value, str) and _is_number(value):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            raise ConfigError(f"{path}: expected a number, got the string {value!r}; YAML needs a dot in the mantissa: "
+                              f"write {_with_dot(value)}")  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -520,7 +528,23 @@ def _build(cls: type, data: Any, path: str = "") -> Any:
         if isinstance(value, dict) and dataclasses.is_dataclass(defaults.get(key)):
             value = _merge(dataclasses.asdict(defaults[key]), value)  # a partial section keeps its own defaults
         kwargs[key] = _coerce(value, hints[key], dotted)
+        rule = RULES.get((cls.__name__, key))
+        if rule is not None and not isinstance(kwargs[key], (dict, tuple)) and not rule[1](kwargs[key]):
+            raise ConfigError(f"{dotted}: must be {rule[0]}, got {kwargs[key]!r}")
     return cls(**kwargs)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_dot(text: str) -> str:
+    mantissa, _, exponent = text.lower().partition("e")
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else text
 
 
 def build_config(data: dict[str, Any] | None = None) -> TAVRConfig:
@@ -539,7 +563,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(_merge(data, overrides or {}))

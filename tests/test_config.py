@@ -1,5 +1,7 @@
 """The config tree: params.yaml loads, presets apply under the file, bad keys and types raise."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,38 @@ def test_a_params_file_that_was_asked_for_must_exist(tmp_path, monkeypatch):
         res = subprocess.run([sys.executable, "-m", module, "--params", "missing.yaml"], capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and "missing.yaml does not exist" in res.stderr, module
     assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ({"stage1": {"run": {"steps": 0}}}, None, "stage1.run.steps: must be >= 1, got 0"),
+    ({"stage2": {"run": {"steps": -5}}}, None, "stage2.run.steps: must be >= 1"),
+    ({"stage1": {"run": {"lr": -1e-4}}}, None, "stage1.run.lr: must be > 0"),
+    ({"stage1": {"run": {"lr": float("nan")}}}, None, "stage1.run.lr: must be a finite number"),
+    ({"stage1": {"run": {"batch_size": 0}}}, None, "stage1.run.batch_size: must be >= 1"),
+    ({"stage3": {"run": {"checkpoint_every": 0}}}, None, "stage3.run.checkpoint_every: must be >= 1"),
+    ({"generate": {"keep_ratio": 0.0}}, None, "generate.keep_ratio: must be in (0.0, 1.0]"),
+    ({"latents": {"window_frames": 8}}, None, "latents.window_frames: must be 4k + 1"),
+    ({"model": {"prediction": "epsilon"}}, None, "model.prediction: must be one of velocity, sample"),
+    ({"stage1": {"run": {"lr": "3e-4"}}}, None, "write 3.0e-4"),
+])  # fmt: skip
+def test_values_out_of_their_range_are_config_errors_naming_key_and_rule(section, value, message):
+    with pytest.raises(ConfigError) as e:
+        build_config(section)
+    assert message in str(e.value)
+
+
+def test_bad_yaml_and_an_empty_section_are_config_errors_and_tavr_config_says_so(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage1:\n  run: {steps: 3\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("stage1:\n")
+    with pytest.raises(ConfigError, match="stage1: expected a mapping"):
+        load_config(empty)
+    zero = tmp_path / "zero.yaml"
+    zero.write_text("stage1:\n  run:\n    steps: 0\n")
+    out = subprocess.run([sys.executable, "-m", "tavr.cli", "config", "--params", str(zero)], capture_output=True, text=True)
+    assert out.returncode != 0 and "stage1.run.steps" in out.stdout + out.stderr
+    stage = subprocess.run([sys.executable, "-m", "tavr.train.stage1", "--params", str(bad)], capture_output=True, text=True)
+    assert stage.returncode == 2 and "not valid YAML" in stage.stderr and "Traceback" not in stage.stderr

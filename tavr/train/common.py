@@ -311,10 +311,9 @@ def parse_config(ap: argparse.ArgumentParser, argv: list[str] | None = None):
     """-> (config tree from --params, parsed args); a --params file that does not exist is a usage error."""
     args = ap.parse_args(argv)
     try:
-        path = params_path(args.params)
-    except ConfigError as e:
+        return load_config(params_path(args.params)), args
+    except ConfigError as e:  # a missing file, bad YAML, an unknown key or a value out of its range
         ap.error(str(e))
-    return load_config(path), args
 
 
 def stage_args(description: str, argv: list[str] | None = None, section: str = ""):
