@@ -336,7 +336,7 @@ def bench(
         try:
             summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit if limit is None else limit,
                                 cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"),
-                                protocol or cfg.protocol)  # fmt: skip
+                                protocol or cfg.protocol, cfg.frames)  # fmt: skip
         except (FileNotFoundError, ValueError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
@@ -444,6 +444,10 @@ def _print_bench(summary: dict, out: Path) -> None:
     console.print(table)
     if summary["missing"]:
         console.print(f"[yellow]no video for {len(summary['missing'])} pairs[/yellow] (listed in summary.json)")
+    for fail in summary.get("failed", []):
+        console.print(f"[yellow]{fail['pair_id']} failed:[/yellow] {fail['reason']}")
+    if summary.get("short"):
+        console.print(f"[yellow]{len(summary['short'])} videos are shorter than their driving audio[/yellow] (listed in summary.json)")
     console.print(f"wrote {out / 'pairs.csv'}, {out / 'summary.json'}")
 
 
@@ -462,7 +466,7 @@ def bench_score(
     cfg = _config(params).bench
     try:
         summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit if limit is None else limit,
-                            identity_frames=cfg.identity_frames, max_offset=cfg.max_offset)  # fmt: skip
+                            identity_frames=cfg.identity_frames, max_offset=cfg.max_offset, frames=cfg.frames)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

@@ -321,6 +321,7 @@ class BenchConfig:
     protocol: str = "video"  # video: the reference video | raw: its first frame | adapted: that frame put in the target scene
     out: str = "reports/bench/tavr"
     steps: int = 10  # sampler steps per generation
+    frames: int = 25  # frames generated and scored per pair, from the start of its target and audio (0 = all)
     limit: int = 0  # the first `limit` pairs (0 = all); pairs go round-robin over people, so a prefix is balanced
     seed: int = 0  # pair i is generated with seed + i (the same noise for every method)
     identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)

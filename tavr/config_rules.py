@@ -128,6 +128,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     # benchmark, gate, server
     ("BenchConfig", "steps"): at_least(1),
     ("BenchConfig", "limit"): at_least(0),
+    ("BenchConfig", "frames"): at_least(0),
     ("BenchConfig", "identity_frames"): at_least(1),
     ("BenchConfig", "max_offset"): at_least(0),
     ("ServeConfig", "port"): between(1, 65535),

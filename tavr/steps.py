@@ -182,7 +182,7 @@ def bench(params: str, method: str, protocol: str, model: str, clips: str, out: 
 
     cfg = config(params).bench
     summary = generate(TAVRPipeline.from_pretrained(model), Path(clips) / PAIRS, out, cfg.steps, cfg.limit, cfg.seed,
-                       method, cfg.identity_frames, cfg.max_offset, protocol=protocol)  # fmt: skip
+                       method, cfg.identity_frames, cfg.max_offset, protocol=protocol, frames=cfg.frames)  # fmt: skip
     return _numbers(summary["metrics"])
 
 

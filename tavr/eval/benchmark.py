@@ -13,12 +13,15 @@ person (background).
 
 Writes, under DIR:
     pairs.csv       one row per pair: pair_id, identity (person), every metric, seconds
-    summary.json    {"method", "pairs", "scored", "missing": [pair_id, ...], "metrics": {name: mean}}
-                    (+ "protocol" when generated)
+    summary.json    {"method", "pairs", "scored", "missing": [pair_id, ...], "failed": [{"pair_id", "reason"}],
+                    "short": [pair_id, ...], "metrics": {name: mean}} (+ "protocol" when generated)
     videos/         <pair_id>.mp4 (generation only)
     inputs/         <pair_id>.png: the reference image an image protocol gave
 Videos scored from another method are read as <pair_id>.mp4 and resized to the target's size
-if needed; a missing video is listed, not scored as zero.
+if needed; a missing video is listed in "missing", one that cannot be decoded (corrupt, empty, not a
+video) in "failed" with the reason, and neither is scored as zero. A video with fewer frames than its
+driving audio (cut to `frames` when given) is scored and listed in "short". The gate reads all three
+as lost coverage (tavr.eval.gate).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from tqdm.auto import tqdm
 
 from tavr.data.pairs import load_pairs
 from tavr.data.synth import load_masks
-from tavr.data.video import read_audio, read_video, write_video
+from tavr.data.video import VideoError, read_audio, read_video, write_video
 from tavr.eval import metrics
 from tavr.eval.adapt import adapt_reference
 from tavr.files import write_json
@@ -46,15 +49,16 @@ PROTOCOLS = ("video", "raw", "adapted")
 
 
 def pair_inputs(root: Path, pair: dict, fps: int = 25, rate: int = 16000, frames: int | None = None) -> dict:
-    """Decoded inputs of one pair; `frames` cuts the target, its mask and the audio to that many frames."""
+    """Decoded inputs of one pair; `frames` cuts the target, its mask and the audio to that many frames.
+    "audio_frames": video frames the (cut) driving audio lasts, the length a method's video must reach."""
     reference = read_video(root / pair["reference"], fps=fps, audio_rate=rate)
     target = read_video(root / pair["target"], fps=fps).frames
     mask = load_masks(root / pair["target_mask"])
     audio = read_audio(root / pair["driving_audio"], rate)
-    if frames is not None:
+    if frames:
         target, mask, audio = target[:frames], mask[:frames], audio[: round(frames / fps * rate)]
     return {"reference": reference.frames, "reference_audio": reference.audio, "target": target, "mask": mask,
-            "audio": audio, "fps": fps, "rate": rate}  # fmt: skip
+            "audio": audio, "fps": fps, "rate": rate, "audio_frames": int(len(audio) * fps // rate)}  # fmt: skip
 
 
 def reference_input(protocol: str, root: Path, pair: dict, inputs: dict) -> np.ndarray:
@@ -87,20 +91,23 @@ def score_pair(video: np.ndarray, inputs: dict, identity_frames: int = 4, max_of
                                inputs["rate"], inputs["fps"], identity_frames, max_offset)  # fmt: skip
 
 
-def summarize(rows: list[dict], method: str, missing: list[str]) -> dict:
-    """Mean of every metric over the pairs where it is defined (None, e.g. no face for the offset, is skipped)."""
+def summarize(rows: list[dict], method: str, missing: list[str], failed: list[dict] | None = None) -> dict:
+    """Mean of every metric over the pairs where it is defined (None, e.g. no face for the offset, is
+    skipped), with the coverage: pairs asked, scored, missing, failed and short."""
+    failed = failed or []
     table = pd.DataFrame(rows)
     means = {}
     for name in METRICS:
         values = pd.to_numeric(table[name], errors="coerce").dropna() if name in table else pd.Series(dtype=float)
         means[name] = float(values.mean()) if len(values) else None
-    return {"method": method, "pairs": len(rows) + len(missing), "scored": len(rows), "missing": missing,
-            "metrics": means}  # fmt: skip
+    short = [r["pair_id"] for r in rows if r["frames"] < r["audio_frames"]]
+    return {"method": method, "pairs": len(rows) + len(missing) + len(failed), "scored": len(rows), "missing": missing,
+            "failed": failed, "short": short, "metrics": means}  # fmt: skip
 
 
 def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["pair_id", "person", *METRICS, "seconds"]
+    columns = ["pair_id", "person", *METRICS, "frames", "audio_frames", "seconds"]
     frame = pd.DataFrame(rows, columns=columns)
     tmp = out / "pairs.csv.tmp"
     frame.to_csv(tmp, index=False)
@@ -120,9 +127,9 @@ def _pairs(path: str | Path, limit: int) -> tuple[Path, list[dict]]:
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,
              seed: int = 0, method: str = "tavr", identity_frames: int = 4, max_offset: int = 3,
-             progress: Callable[[int, int], None] | None = None, protocol: str = "video") -> dict:
-    """Generate the first chunk of every pair with `pipeline` (a TAVRPipeline) given the reference
-    of `protocol` (see reference_input), save and score it. Image protocols also save the image
+             progress: Callable[[int, int], None] | None = None, protocol: str = "video", frames: int = 0) -> dict:
+    """Generate the first `frames` frames (0 = all) of every pair with `pipeline` (a TAVRPipeline) given
+    the reference of `protocol` (see reference_input), save and score it. Image protocols also save the image
     given, as inputs/<pair_id>.png. Identity is always scored against the whole reference video."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
@@ -131,7 +138,7 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     gen = pipeline.config
     rows = []
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
-        inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, gen.chunk_frames)
+        inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
         start = time.perf_counter()
         reference = reference_input(protocol, root, pair, inputs)
         if reference.ndim == 3:
@@ -141,7 +148,8 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
                           background_mask=inputs["mask"], num_steps=steps, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
         scores = score_pair(result.frames, inputs, identity_frames, max_offset)
-        rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "seconds": time.perf_counter() - start})
+        rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(result.frames),
+                     "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
         if progress:
             progress(i + 1, len(pairs))
     summary = summarize(rows, method, [])
@@ -150,23 +158,34 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
 
 
 def score_dir(pred_dir: str | Path, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,
-              fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3) -> dict:
-    """Score <pred_dir>/<pair_id>.mp4 for every pair (another method's outputs)."""
+              fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3, frames: int = 0) -> dict:
+    """Score <pred_dir>/<pair_id>.mp4 for every pair (another method's outputs) against the pair's first
+    `frames` frames and their audio (0 = the whole pair); a video that cannot be read is a failed pair."""
     pred_dir, out = Path(pred_dir), Path(out)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
     root, pairs = _pairs(pairs_file, limit)
-    rows, missing = [], []
+    rows, missing, failed = [], [], []
     for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
         path = pred_dir / f"{pair['pair_id']}.mp4"
         if not path.is_file():
             missing.append(pair["pair_id"])
             continue
         start = time.perf_counter()
-        video = read_video(path, fps=fps).frames
-        inputs = pair_inputs(root, pair, fps, rate, len(video))
-        scores = score_pair(video, inputs, identity_frames, max_offset)
-        rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "seconds": time.perf_counter() - start})
+        try:
+            video = read_video(path, fps=fps).frames
+            if len(video) == 0:
+                raise ValueError("it holds no frames")
+        except (VideoError, ValueError, OSError) as e:  # corrupt, empty, text: this pair fails, the rest are scored
+            failed.append({"pair_id": pair["pair_id"], "reason": str(e)})
+            continue
+        inputs = pair_inputs(root, pair, fps, rate, frames)
+        n = min(len(video), inputs["target"].shape[0], inputs["audio_frames"])  # the frames it has are scored
+        cut = {**inputs, "target": inputs["target"][:n], "mask": inputs["mask"][:n], "audio": inputs["audio"][: round(n / fps * rate)]}
+        scores = score_pair(video[:n], cut, identity_frames, max_offset)
+        rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(video),
+                     "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
     if not rows:
-        raise FileNotFoundError(f"none of the {len(pairs)} pairs has a video in {pred_dir} (expected <pair_id>.mp4)")
-    return _write(out, rows, summarize(rows, method, missing))
+        reasons = f"; {len(failed)} could not be read (first: {failed[0]['reason']})" if failed else ""
+        raise FileNotFoundError(f"none of the {len(pairs)} pairs has a readable video in {pred_dir} (expected <pair_id>.mp4){reasons}")
+    return _write(out, rows, summarize(rows, method, missing, failed))

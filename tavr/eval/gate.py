@@ -5,6 +5,8 @@
 Reads the report's summary (tavr.eval.report) and checks the candidate method (`gate.candidate`)
 against thresholds in the `gate` params section:
 
+    coverage     the candidate and every baseline scored every pair asked for (none missing, none
+                 failed to decode), and no video is shorter than its driving audio
     floors       identity, lip sync, face rate and background PSNR at least their minimum
     baselines    identity above each baseline's by more than `identity_margin`; lip sync at most
                  `lipsync_tolerance` below each baseline's
@@ -37,6 +39,18 @@ def _check(rows: list[dict], name: str, value, threshold: float, above: bool, te
                  "reason": f"{text}: {shown}, needs {'>' if above else '>='} {threshold:.4f} ({'ok' if ok else 'FAIL'})"})  # fmt: skip
 
 
+def _coverage(rows: list[dict], method: str, summary: dict) -> None:
+    """Fails unless `method` scored every pair the benchmark asked for, each video as long as its audio."""
+    asked = summary.get("pairs")
+    cov = summary.get("coverage", {}).get(method)
+    if cov is None:  # a summary from before coverage was recorded: only the scored count is known
+        cov = {"scored": summary.get("scored", {}).get(method), "short": 0}
+    ok = cov["scored"] == asked and not cov.get("short")
+    lost = ", ".join(f"{cov[k]} {k}" for k in ("missing", "failed", "short") if cov.get(k)) or "none lost"
+    rows.append({"check": f"coverage_{method}", "value": cov["scored"], "threshold": asked, "ok": bool(ok),
+                 "reason": f"{method} scored {cov['scored']} of {asked} pairs ({lost}) ({'ok' if ok else 'FAIL'})"})  # fmt: skip
+
+
 def load_production(directory: str | Path) -> dict | None:
     """The registered model's benchmark numbers (its bench.json), or None when none is registered."""
     if not directory or not Path(directory).exists():
@@ -56,6 +70,8 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
         raise ValueError(f"the summary has no results for the candidate {cfg.candidate!r} (it has: {', '.join(methods) or 'none'})")
     cand = methods[cfg.candidate]
     checks: list[dict] = []
+    for m in [cfg.candidate, *[b for b in cfg.baselines if b in methods]]:  # means over part of the pairs decide nothing
+        _coverage(checks, m, summary)
     for metric, key in FLOORS:
         _check(checks, f"min_{metric}", cand.get(metric), getattr(cfg, key), False, f"{cfg.candidate} {metric}")
     for base in cfg.baselines:

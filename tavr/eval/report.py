@@ -6,7 +6,8 @@ Reads <dir>/<method>/summary.json and pairs.csv for each method of `bench.method
 `tavr bench` and `tavr bench score` write them) and writes, in <dir>:
 
     summary.json    {"pairs": N, "methods": {method: {metric: mean}}, "protocols": {method: protocol},
-                     "scored": {method: pairs scored}}: the file `dvc metrics` and the gate read
+                     "scored": {method: pairs scored}, "coverage": {method: {"asked", "scored", "missing",
+                     "failed", "short"}}}: the file `dvc metrics` and the gate read
     summary.md      the summary table in markdown (for a pull request or `dvc metrics diff --md`)
     index.html      summary table (best value per metric in bold), bar plots, frame grids for the
                     first `grid_pairs` pairs, the per-pair table with links to every video
@@ -69,12 +70,21 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def coverage_text(summary: dict, method: str) -> str:
+    """'scored/asked' pairs, with what was lost: '8/10 (1 missing, 1 failed, 2 short)'."""
+    c = summary.get("coverage", {}).get(method)
+    if c is None:
+        return str(summary["scored"][method])
+    lost = [f"{c[k]} {k}" for k in ("missing", "failed", "short") if c[k]]
+    return f"{c['scored']}/{c['asked']}" + (f" ({', '.join(lost)})" if lost else "")
+
+
 def markdown(summary: dict) -> str:
     methods = summary["methods"]
-    head = "| method | protocol | " + " | ".join(METRICS) + " |"
-    rule = "|---" * (len(METRICS) + 2) + "|"
-    rows = [f"| {m} | {summary['protocols'].get(m, '')} | " + " | ".join(_fmt(methods[m][k]) for k in METRICS) + " |"
-            for m in methods]  # fmt: skip
+    head = "| method | protocol | pairs scored | " + " | ".join(METRICS) + " |"
+    rule = "|---" * (len(METRICS) + 3) + "|"
+    rows = [f"| {m} | {summary['protocols'].get(m, '')} | {coverage_text(summary, m)} | "
+            + " | ".join(_fmt(methods[m][k]) for k in METRICS) + " |" for m in methods]  # fmt: skip
     return "\n".join([f"Cross-scene benchmark, {summary['pairs']} pairs", "", head, rule, *rows, ""])
 
 
@@ -137,7 +147,7 @@ def render_html(summary: dict, tables: dict[str, pd.DataFrame], grids: list[str]
     rows = []
     best = {k: _best(k, {m: summary["methods"][m][k] for m in methods}) for k in METRICS}
     for m in methods:
-        cells = [html.escape(m), html.escape(summary["protocols"].get(m, "")), str(summary["scored"][m])]
+        cells = [html.escape(m), html.escape(summary["protocols"].get(m, "")), html.escape(coverage_text(summary, m))]
         for k in METRICS:
             text = _fmt(summary["methods"][m][k])
             cells.append(f"<b>{text}</b>" if best[k] == m else text)
@@ -189,7 +199,10 @@ def build_report(directory: str | Path, methods: list[str] | tuple[str, ...], pa
         "methods": {m: {k: s["metrics"].get(k) for k in METRICS} for m, s in summaries.items()},
         "protocols": {m: s.get("protocol", "external") for m, s in summaries.items()},
         "scored": {m: s["scored"] for m, s in summaries.items()},
-    }
+        "coverage": {m: {"asked": s["pairs"], "scored": s["scored"], "missing": len(s.get("missing", [])),
+                         "failed": len(s.get("failed", [])), "short": len(s.get("short", []))}
+                     for m, s in summaries.items()},
+    }  # fmt: skip
     bar_plot(summary, directory / "plots" / "metrics.png")
     grids = []
     if pairs_file is not None and grid_pairs > 0:

@@ -40,6 +40,26 @@ def test_the_target_clips_themselves_score_as_an_upper_bound(bench, tmp_path):
     assert other["metrics"]["bg_psnr"] < table["bg_psnr"][1]
 
 
+def test_unreadable_and_short_videos_are_recorded_and_the_rest_scored(bench, tmp_path):
+    """A corrupt mp4 is a failed pair with its reason; a video shorter than its audio is listed as short."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "pair000.mp4").write_text("not a video")
+    frames = read_video(bench / "clips" / "id1" / "tgt.mp4").frames
+    from tavr.data.video import write_video
+
+    write_video(pred / "pair001.mp4", frames[:3], 25)
+    summary = score_dir(pred, bench / "bench_pairs.json", tmp_path / "out", identity_frames=1)
+    assert summary["pairs"] == 2 and summary["scored"] == 1 and summary["missing"] == []
+    assert [f["pair_id"] for f in summary["failed"]] == ["pair000"] and summary["failed"][0]["reason"]
+    assert summary["short"] == ["pair001"]
+    row = pd.read_csv(tmp_path / "out" / "pairs.csv").iloc[0]
+    assert row["frames"] == 3 and row["audio_frames"] == len(frames)
+    (pred / "pair001.mp4").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="could not be read"):
+        score_dir(pred, bench / "bench_pairs.json", tmp_path / "out2")
+
+
 def test_scoring_an_empty_folder_is_an_error(bench, tmp_path):
     with pytest.raises(FileNotFoundError, match="none of the 2 pairs"):
         score_dir(tmp_path, bench / "bench_pairs.json", tmp_path / "out")

@@ -17,7 +17,8 @@ def _metrics(identity=0.6, lipsync=0.5, face_rate=0.9, bg_psnr=25.0):
 
 def _summary(tavr=None, raw=None, adapted=None, pairs=30):
     methods = {"tavr": tavr or _metrics(), "image_raw": raw or _metrics(identity=0.4), "image_adapted": adapted or _metrics(identity=0.5)}
-    return {"pairs": pairs, "methods": methods}
+    full = {"asked": pairs, "scored": pairs, "missing": 0, "failed": 0, "short": 0}
+    return {"pairs": pairs, "methods": methods, "coverage": {m: dict(full) for m in methods}}
 
 
 def _failed(decision):
@@ -27,7 +28,7 @@ def _failed(decision):
 def test_a_candidate_that_beats_both_baselines_above_every_floor_passes():
     decision = decide(_summary(), GateConfig())
     assert decision["pass"] and _failed(decision) == set() and decision["production"] is None
-    assert len(decision["reasons"]) == len(decision["checks"]) == 8  # 4 floors + 2 checks per baseline
+    assert len(decision["reasons"]) == len(decision["checks"]) == 11  # 3 coverages + 4 floors + 2 checks per baseline
     assert decision["candidate"]["identity"] == 0.6
 
 
@@ -102,3 +103,19 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         run_gate(GateConfig(summary=str(tmp_path / "s.json"), production=str(tmp_path / "prod"), out=str(tmp_path / "g.json")))
     with pytest.raises(FileNotFoundError, match="tavr gate"):
         export(tmp_path / "nogate.json", tmp_path, tmp_path / "out")
+
+
+def test_a_method_that_scored_part_of_the_pairs_or_a_short_video_fails_the_gate():
+    """Means over 2 of 10 pairs (one a 3-frame video) decide nothing, whatever they are."""
+    summary = _summary(tavr=_metrics(identity=0.9, lipsync=0.989), pairs=10)
+    summary["coverage"]["tavr"].update(scored=2, missing=7, failed=1)
+    decision = decide(summary, GateConfig())
+    assert not decision["pass"] and _failed(decision) == {"coverage_tavr"}
+    assert "scored 2 of 10 pairs (7 missing, 1 failed)" in decision["reasons"][0]
+    summary = _summary(pairs=10)
+    summary["coverage"]["image_raw"]["short"] = 1  # a baseline's numbers count as much as the candidate's
+    assert _failed(decide(summary, GateConfig())) == {"coverage_image_raw"}
+    old = _summary(pairs=10)
+    del old["coverage"]  # a summary without coverage: its scored counts decide
+    old["scored"] = {"tavr": 10, "image_raw": 10, "image_adapted": 3}
+    assert _failed(decide(old, GateConfig())) == {"coverage_image_adapted"}
