@@ -35,4 +35,5 @@ def test_the_report_puts_every_method_side_by_side(bench, tmp_path):
     assert grid.size == (4 * 128, 128 + 14)  # reference | target background | two methods
     assert Image.open(tmp_path / "report/plots/metrics.png").size[0] > 600
     table = (tmp_path / "report/summary.md").read_text().splitlines()
-    assert table[2].startswith("| method | protocol | identity") and table[4].startswith("| truth | external |")
+    assert table[2].startswith("| method | protocol | pairs scored | identity") and table[4].startswith("| truth | external | 2/2 |")
+    assert summary["coverage"]["truth"] == {"asked": 2, "scored": 2, "missing": 0, "failed": 0, "short": 0}
