@@ -209,16 +209,26 @@ def generate(
     from tavr.data.video import VideoError
     from tavr.pipeline import TAVRPipeline
 
+    import warnings
+
+    from tavr.data.video import check_writable
+
     for name, path in (("model", model), ("reference", reference), ("background", background), ("audio", audio)):
         if not path.exists():
             console.print(f"[red]error:[/red] --{name} {path} does not exist")
             raise typer.Exit(2)
     try:
+        check_writable(out)
+        if steps is not None and steps < 1:
+            raise ValueError(f"--steps must be at least 1; got {steps}")
+        if keep_ratio is not None and not 0 < keep_ratio <= 1:
+            raise ValueError(f"--keep-ratio must be in (0, 1]; got {keep_ratio}")
         pipe = TAVRPipeline.from_pretrained(model)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    with _progress() as progress:
+    with _progress() as progress, warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
         try:
             result = pipe(
                 reference, background, audio, prompt=prompt, num_steps=steps, keep_ratio=keep_ratio, seed=seed,
@@ -227,6 +237,9 @@ def generate(
         except (ValueError, VideoError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
+    for note in notes:
+        if issubclass(note.category, UserWarning):
+            console.print(f"[yellow]note:[/yellow] {note.message}")
     console.print(f"wrote {out}: {len(result.frames)} frames ({len(result.frames) / result.fps:.2f} s) in {result.seconds:.1f} s")
 
 

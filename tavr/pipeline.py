@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +220,16 @@ class TAVRPipeline:
         """
         start = time.perf_counter()
         cfg = self.config
-        steps = num_steps or cfg.steps
+        steps = cfg.steps if num_steps is None else int(num_steps)
+        if steps < 1:
+            raise ValueError(f"num_steps must be at least 1; got {steps}")
+        keep_ratio = cfg.keep_ratio if keep_ratio is None else float(keep_ratio)
+        if not 0 < keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1]; got {keep_ratio}")
+        if out_path is not None:
+            from tavr.data.video import check_writable
+
+            check_writable(out_path)  # before the compute, not after it
         ref_scale = cfg.reference_guidance if reference_guidance is None else reference_guidance
         audio_scale = cfg.audio_guidance if audio_guidance is None else audio_guidance
 
@@ -236,6 +246,10 @@ class TAVRPipeline:
         background = background[None] if background.ndim == 3 else background
         self._check_size("target background", background)
         driving_audio = np.asarray(driving_audio, dtype=np.float32).reshape(-1)
+        if not np.isfinite(driving_audio).all():
+            raise ValueError(f"driving audio has {int((~np.isfinite(driving_audio)).sum())} samples that are NaN or infinite")
+        if reference_audio is not None and not np.isfinite(np.asarray(reference_audio, dtype=np.float32)).all():
+            raise ValueError("reference audio has samples that are NaN or infinite")
         total = int(round(len(driving_audio) / cfg.audio_rate * cfg.fps))
         if total < 1:
             raise ValueError(f"driving audio is empty ({len(driving_audio)} samples); at least one frame's worth is needed")
@@ -251,6 +265,9 @@ class TAVRPipeline:
         ref_frames = reference_video[:n_ref]
         ref_latent = self.encode_video(ref_frames)
         ref_audio = None
+        if cfg.reference_audio and (reference_audio is None or not len(reference_audio)):
+            warnings.warn("the reference has no audio track: generating without reference audio "
+                          "(give reference_audio to condition on the person's own voice)")  # fmt: skip
         if cfg.reference_audio and reference_audio is not None and len(reference_audio):
             seg = torch.from_numpy(np.asarray(reference_audio, dtype=np.float32).reshape(1, -1))
             ref_audio = self.audio_encoder(seg, n_ref, cfg.fps).to(self.device)
@@ -291,7 +308,7 @@ class TAVRPipeline:
                         reference=ref_latent if use_reference else None, motion=motion,
                         audio=audio_windows if use_audio else None,
                         reference_audio=ref_audio if use_audio and use_reference else None,
-                        keep_ratio=keep_ratio or cfg.keep_ratio,
+                        keep_ratio=keep_ratio,
                     )  # fmt: skip
 
                 return flow.guided_velocity(run, ref_scale, audio_scale)

@@ -88,6 +88,37 @@ def test_bad_inputs_raise_clear_errors(pipe, clips):
         pipe(ref.frames.astype(np.float32), tgt.frames, tgt.audio)
 
 
+def test_bad_options_audio_and_outputs_fail_before_any_denoising(pipe, clips, tmp_path, monkeypatch):
+    """--steps 0 and keep_ratio 0 are errors, not the defaults; NaN or inf audio and an output that
+    cannot be written fail before the first network call; a reference without audio says so."""
+    ref, tgt = clips
+    calls = []
+    monkeypatch.setattr(pipe.transformer, "forward", lambda *a, **k: calls.append(1))
+    audio = tgt.audio[:8000].copy()
+    for kwargs, message in (({"num_steps": 0}, "num_steps must be at least 1"), ({"keep_ratio": 0.0}, r"keep_ratio must be in \(0, 1\]"),
+                            ({"out_path": tmp_path}, "is a folder"), ({"out_path": tmp_path / "x.avi"}, "must end in .mp4")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            pipe(ref.frames, tgt.frames, audio, reference_audio=ref.audio, **kwargs)
+    for bad in (np.nan, np.inf):
+        broken = audio.copy()
+        broken[100] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            pipe(ref.frames, tgt.frames, broken, reference_audio=ref.audio)
+    assert calls == []
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="no audio track"):
+        pipe(ref.frames, tgt.frames, audio[:3200], num_steps=1)
+
+
+def test_an_mp4s_audio_track_lasts_as_long_as_its_video(clips, tmp_path):
+    """AAC pads its last frame: 2.00 s of audio in an mp4 decodes to 2.048 s unless cut to the stream's length."""
+    from tavr.data.video import read_audio
+
+    ref, _ = clips
+    write_video(tmp_path / "v.mp4", ref.frames[:50], 25, np.resize(ref.audio, 32000), 16000)
+    assert len(read_audio(tmp_path / "v.mp4", 16000)) == 32000
+
+
 def test_save_load_round_trip_is_bit_exact(pipe, clips, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     loaded = TAVRPipeline.from_pretrained(tmp_path / "model")
@@ -123,6 +154,11 @@ def test_generate_command_writes_a_playable_mp4(pipe, clips, tmp_path):
                                    "--background", str(tmp_path / "bg.mp4"), "--audio", str(tmp_path / "a.wav"),
                                    "--out", str(tmp_path / "x.mp4")])  # fmt: skip
     assert res.exit_code == 2 and "not a TAVR pipeline" in " ".join(res.output.split())
+    for extra, message in ((["--out", str(tmp_path)], "is a folder"), (["--out", str(tmp_path / "y.mp4"), "--steps", "0"], "--steps must be at least 1"),
+                           (["--out", str(tmp_path / "y.mp4"), "--keep-ratio", "0"], "--keep-ratio must be in")):  # fmt: skip
+        res = CliRunner().invoke(app, ["generate", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "ref.mp4"),
+                                       "--background", str(tmp_path / "bg.mp4"), "--audio", str(tmp_path / "a.wav"), *extra])  # fmt: skip
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
 
 
 def test_init_model_writes_a_loadable_pipeline(tmp_path, monkeypatch):

@@ -391,7 +391,8 @@ def _iter_video(path, out_fps, audio_rate, chunk_frames, max_side) -> Iterator[C
 
 def read_audio(path: str | os.PathLike, rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
     """All audio of a file (wav, mp3, flac, or a video's first audio stream) as (N,)
-    float32 mono at `rate`. `max_seconds` stops decoding once that much is read (the result
+    float32 mono at `rate`, cut to the stream's declared duration (an mp4's AAC track decodes up to
+    1023 samples of padding past it). `max_seconds` stops decoding once that much is read (the result
     is then at most one decoded frame longer), so a long file costs no more than that."""
     limit = None if max_seconds is None else math.ceil(max_seconds * rate)
     with _open(path) as container:
@@ -409,7 +410,30 @@ def read_audio(path: str | os.PathLike, rate: int = 16000, max_seconds: float | 
         except (av.FFmpegError, OSError, ValueError) as e:
             if not chunks:
                 raise VideoError(path, f"cannot decode: {getattr(e, 'strerror', None) or e}") from e
-        return _mono(chunks, resampler)
+        audio = _mono(chunks, resampler)
+        stream = container.streams.audio[0]
+        if stream.duration and stream.time_base:  # AAC pads its last frame to 1024 samples: keep the stream's length
+            audio = audio[: max(1, round(float(stream.duration * stream.time_base) * rate))]
+        return audio
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise ValueError unless a video can be written at `path` (not a folder, an .mp4, in a folder that
+    exists or can be made and takes a file): checked before work whose result would be lost."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; give a file name ending in .mp4")
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"output {path} must end in .mp4")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe_file = parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.probe"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as e:
+        raise ValueError(f"output {path} cannot be written: {e.strerror or e}") from e
+    return path
 
 
 def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
