@@ -489,6 +489,7 @@ def bench_score(
 @app.command()
 def serve(
     model_dir: Annotated[Optional[Path], typer.Option(help="pipeline folder to serve (default: serve.model_dir)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: serve.host, 127.0.0.1; 0.0.0.0 for every interface)")] = None,
     port: Annotated[Optional[int], typer.Option(help="HTTP port (default: serve.port)")] = None,
     allowed_root: Annotated[Optional[Path], typer.Option(help="folder that <field>_uri inputs may read from")] = None,
     queue_size: Annotated[Optional[int], typer.Option(help="requests that may wait behind the running one")] = None,
@@ -498,9 +499,9 @@ def serve(
     from tavr.serve.predictor import serve as run_server
 
     cfg = _config(params).serve
-    given = {"model_dir": model_dir, "port": port, "allowed_root": allowed_root, "queue_size": queue_size}
+    given = {"model_dir": model_dir, "host": host, "port": port, "allowed_root": allowed_root, "queue_size": queue_size}
     cfg = dataclasses.replace(cfg, **{k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None})
-    console.print(f"loading {cfg.model_dir} and warming up; then serving http://0.0.0.0:{cfg.port}/v1/models/{cfg.name}:predict")
+    console.print(f"loading {cfg.model_dir} and warming up; then serving http://{cfg.host}:{cfg.port}/v1/models/{cfg.name}:predict")
     try:
         run_server(cfg)
     except (FileNotFoundError, ValueError) as e:

@@ -357,6 +357,7 @@ class ServeConfig:
 
     model_dir: str = "models/export"  # a pipeline folder (TAVRPipeline.from_pretrained)
     name: str = "tavr"  # the model name in /v1/models/<name>:predict and /v2/models/<name>/infer
+    host: str = "127.0.0.1"  # address to listen on: this machine only; the manifests set 0.0.0.0
     port: int = 8080
     version: str = ""  # model_version in answers ("" = folder name + content hash)
     allowed_root: str = ""  # <field>_uri inputs are read only below this folder ("" = paths refused)

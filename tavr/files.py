@@ -34,9 +34,22 @@ def safetensors_problem(path: str | Path) -> str | None:
     except (OSError, ValueError) as e:
         return f"unreadable header ({e})"
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
+    if size < 8 + n + end:
+        return f"truncated ({size} of the {8 + n + end} bytes its header describes)"
+    if size > 8 + n + end:
         return f"{size} bytes where its header describes {8 + n + end}"
     return None
+
+
+def load_weights(path: str | Path) -> dict:
+    """A .safetensors file's tensors; a missing, truncated or broken file is a ValueError that names it
+    (never a safetensors traceback), so a damaged model folder says which file to replace."""
+    from safetensors.torch import load_file
+
+    why = safetensors_problem(path)
+    if why:
+        raise ValueError(f"weights file {path} is {why}: copy or export the model again")
+    return load_file(str(path))
 
 
 def write_json(path: str | Path, data: Any, indent: int = 2, newline: bool = True) -> None:

@@ -27,8 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
+
+from tavr.files import load_weights
 
 CLASS_NAME = "PatchCodec"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -195,7 +197,7 @@ class PatchCodec(nn.Module):
         if config.get("_class_name") != CLASS_NAME:
             raise ValueError(f"{directory / CONFIG_FILE} describes {config.get('_class_name')!r}, not a {CLASS_NAME}")
         model = cls(config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model.load_state_dict(load_weights(directory / WEIGHTS_FILE))
         return model
 
     # the names TAVRVAE uses, so either codec fits every caller

@@ -26,13 +26,14 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tavr import flow
 from tavr.config import ModelConfig, build_config
+from tavr.files import load_weights
 from tavr.models.attention import Attention
 from tavr.models.layers import ConditionEmbedder, FeedForward, FP32LayerNorm, TextProjection, grid_positions, rope_freqs
 from tavr.models.token_selection import TokenSelector
@@ -287,5 +288,5 @@ class TAVRTransformer3DModel(nn.Module):
             raise FileNotFoundError(f"{directory} needs config.json and model.safetensors")
         config = build_config({"model": json.loads((directory / "config.json").read_text())}).model
         model = cls(config)
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        model.load_state_dict(load_weights(directory / "model.safetensors"))
         return model

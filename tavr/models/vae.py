@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from tavr.files import load_weights
 from tavr.models.codec import CLASS_NAME as CODEC_CLASS
 from tavr.models.codec import PATCH_CODEC, PatchCodec
 
@@ -157,7 +158,7 @@ class TAVRVAE(nn.Module):
         if not (directory / "vae_config.json").is_file() or not (directory / "vae.safetensors").is_file():
             raise FileNotFoundError(f"{directory} needs vae_config.json and vae.safetensors")
         model = cls(json.loads((directory / "vae_config.json").read_text()))
-        model.load_state_dict(load_file(str(directory / "vae.safetensors")))
+        model.load_state_dict(load_weights(directory / "vae.safetensors"))
         return model
 
     @classmethod

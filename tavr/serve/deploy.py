@@ -36,7 +36,7 @@ def inference_service(cfg: KubeflowConfig, storage_uri: str, gpu: bool = False) 
     limits = {"cpu": "2", "memory": "8Gi", **({"nvidia.com/gpu": "1"} if gpu else {})}
     container = {
         "name": "kserve-container", "image": cfg.gpu_image if gpu else cfg.image, "command": ["tavr"],
-        "args": ["serve", "--model-dir", "/mnt/models", "--port", "8080"],
+        "args": ["serve", "--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"],
         "env": [{"name": "STORAGE_URI", "value": storage_uri}],
         "ports": [{"containerPort": 8080, "protocol": "TCP"}],
         # ready only after the model load and a warm-up generation: up to 10 minutes on a CPU

@@ -277,8 +277,21 @@ async def _timeout(_, exc: GenerationTimeout):
     return JSONResponse(exc.as_json, status_code=504)
 
 
+def _bind(host: str) -> None:
+    """kserve's RESTServer always binds 0.0.0.0 (kserve 0.15): set uvicorn's host on the one it builds."""
+    from kserve import model_server
+    from kserve.protocol.rest.server import RESTServer
+
+    class HostRESTServer(RESTServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    model_server.RESTServer = HostRESTServer
+
+
 def serve(cfg: ServeConfig) -> None:
-    """Load, warm up, then serve V1 and V2 on 0.0.0.0:cfg.port until interrupted (blocks)."""
+    """Load, warm up, then serve V1 and V2 on cfg.host:cfg.port until interrupted (blocks)."""
     from kserve.model_server import app
 
     check_limits(cfg)
@@ -288,6 +301,7 @@ def serve(cfg: ServeConfig) -> None:
     for exc, handler in ((RequestError, _request_error), (RequestValidationError, _schema_error),
                          (Busy, _busy), (GenerationTimeout, _timeout)):  # fmt: skip
         app.add_exception_handler(exc, handler)
+    _bind(cfg.host)
     kserve.ModelServer(http_port=cfg.port, enable_grpc=False, workers=1).start([model])
 
 

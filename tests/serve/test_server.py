@@ -238,3 +238,23 @@ def test_serve_refuses_a_missing_model(tmp_path):
 
     res = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path / "nothing"), "--port", "9"])
     assert res.exit_code == 2 and "model_index.json" in res.output
+
+
+def test_serve_names_a_truncated_weight_file_and_listens_where_told(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from tavr.cli import app
+    from tavr.config import GenerateConfig, ModelConfig
+    from tavr.pipeline import TAVRPipeline
+
+    gen = GenerateConfig(size=128, chunk_frames=9, reference_frames=9, steps=1, sampler="euler")
+    TAVRPipeline.from_config(ModelConfig(num_layers=1), gen, seed=0).save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "transformer" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # a copy that stopped short
+    res = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path / "model"), "--port", "9"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "is truncated" in text and "model.safetensors" in text, res.output
+    assert "Traceback" not in res.output
+    # the fixture's server was started without --host: it listens on loopback only
+    log = server["log"].read_text()
+    assert "http://127.0.0.1:" in log and "0.0.0.0" not in log
