@@ -246,7 +246,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1
-        ema.update(accelerator.unwrap_model(model))
+        ema.update(accelerator.unwrap_model(model), step)
         loss = accelerator.reduce(loss.detach(), "mean")  # the global batch's loss, as one process sees it
         losses.append(loss.item())
         bar.update(loss.item(), run.batch_size * run.grad_accum * accelerator.num_processes)

@@ -203,7 +203,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
                 logs.append(parts)
             common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1
-        ema.update(accelerator.unwrap_model(model))
+        ema.update(accelerator.unwrap_model(model), step)
 
         mean_reward = float(accelerator.reduce(torch.tensor(float(scores.mean())), "mean"))
         rewards.append(mean_reward)

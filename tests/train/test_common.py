@@ -100,10 +100,17 @@ def test_ema_math():
     ema.copy_to(model)
     assert model[0].weight.item() == 2.0
 
+    warm = EMA(model, decay=0.999)  # with the step: the warm-up forgets the start quickly
+    assert [warm.decay_at(s) for s in (0, 10, 10_000)] == [0.1, 11 / 20, 0.999] and warm.decay_at(None) == 0.999
+    with torch.no_grad():
+        model[0].weight.fill_(6.0)
+    warm.update(model, step=1)
+    assert warm.shadow["0.weight"].item() == pytest.approx(2.0 * 2 / 11 + 6.0 * 9 / 11)
+
     off = EMA(model, decay=0.0)  # disabled: no shadow, every call a no-op
     off.update(model)
     off.copy_to(model)
-    assert off.state_dict() == {} and model[0].weight.item() == 2.0
+    assert off.state_dict() == {} and model[0].weight.item() == 6.0
 
 
 def test_checkpoint_round_trip(tmp_path):
