@@ -141,6 +141,7 @@ class GenerateConfig:
     audio_encoder: str = "logmel"  # logmel | wav2vec2
     audio_encoder_path: str = ""  # local folder for wav2vec2
     audio_context: int = 2  # video frames of audio context on each side of a latent frame's window
+    max_output_side: int = 1024  # a background larger than the model's crop is scaled to at most this (longer side)
 
 
 @dataclass(frozen=True)

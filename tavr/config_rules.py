@@ -81,6 +81,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("GenerateConfig", "vae"): one_of("patch", "wan-tiny", "wan2.1"),
     ("GenerateConfig", "text_encoder"): one_of("minilm", "umt5"),
     ("GenerateConfig", "audio_encoder"): one_of("logmel", "wav2vec2"),
+    ("GenerateConfig", "max_output_side"): at_least(16),
     # data
     ("SynthConfig", "identities"): at_least(1),
     ("SynthConfig", "scenes"): at_least(1),

@@ -147,12 +147,12 @@ class TAVRPipeline:
         """uint8 (F, H, W, 3), F = 4k + 1 -> normalised latent (1, C, F', H/8, W/8)."""
         return self.vae.encode(to_video_tensor(frames).to(self.device))
 
-    def _check_size(self, name: str, frames: np.ndarray) -> None:
+    def _check_frames(self, name: str, frames: np.ndarray) -> None:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"{name} must be uint8 frames (F, H, W, 3); got {frames.dtype} {frames.shape}")
-        size = self.config.size
-        if frames.shape[1:3] != (size, size):
-            raise ValueError(f"{name} frames are {frames.shape[2]}x{frames.shape[1]}; this model works at {size}x{size}")
+        if min(frames.shape[1:3]) < self.config.size // 2:
+            raise ValueError(f"{name} frames are {frames.shape[2]}x{frames.shape[1]}; this model needs at least "
+                             f"{self.config.size // 2} pixels a side (it works on {self.config.size}x{self.config.size} face crops)")  # fmt: skip
 
     def background_mask(self, background: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Where the person goes (F, H, W) bool: the person found in the background, else the reference's place."""
@@ -167,13 +167,19 @@ class TAVRPipeline:
         return np.repeat(box_mask(box, size, size), len(background), axis=0)
 
     def _load(self, reference_video, reference_audio, target_background, driving_audio):
+        """Arrays as given; files read with their frame size checked from the header first, and only
+        what generation uses decoded: the reference's first frames, the background for as long as
+        the audio, both at a bounded size (tavr.data.video.read_checked)."""
         cfg = self.config
         if not any(isinstance(x, (str, Path)) for x in (reference_video, reference_audio, target_background, driving_audio)):
             return np.asarray(reference_video), reference_audio, np.asarray(target_background), driving_audio
-        from tavr.data.video import read_audio, read_video  # PyAV, only for files
+        from tavr.data.video import read_audio, read_checked  # PyAV, only for files
 
+        if isinstance(driving_audio, (str, Path)):
+            driving_audio = read_audio(driving_audio, cfg.audio_rate)
+        seconds = len(np.asarray(driving_audio).reshape(-1)) / cfg.audio_rate + 1.0
         if isinstance(reference_video, (str, Path)):
-            clip = read_video(reference_video, fps=cfg.fps, audio_rate=cfg.audio_rate)
+            clip = read_checked(reference_video, cfg.fps, cfg.audio_rate, cfg.reference_frames / cfg.fps + 0.5, 4 * cfg.size, "reference")
             reference_video = clip.frames
             reference_audio = clip.audio if reference_audio is None else reference_audio
         if isinstance(reference_audio, (str, Path)):
@@ -182,12 +188,38 @@ class TAVRPipeline:
             if Path(target_background).suffix.lower() in IMAGE_EXTS:
                 from PIL import Image
 
-                target_background = np.asarray(Image.open(target_background).convert("RGB"))
+                from tavr.data.video import check_frame_size
+
+                with Image.open(target_background) as img:
+                    check_frame_size(*img.size, "target background frames")
+                    target_background = np.asarray(img.convert("RGB"))
             else:
-                target_background = read_video(target_background, fps=cfg.fps).frames
-        if isinstance(driving_audio, (str, Path)):
-            driving_audio = read_audio(driving_audio, cfg.audio_rate)
+                target_background = read_checked(target_background, cfg.fps, cfg.audio_rate, seconds, cfg.max_output_side,
+                                                 "target background").frames  # fmt: skip
         return np.asarray(reference_video), reference_audio, np.asarray(target_background), driving_audio
+
+    def _frame(self, reference: np.ndarray, background: np.ndarray, mask: np.ndarray | None):
+        """Real footage -> the model's face crops (tavr.data.framing): the reference cropped around its
+        face; the background (scaled to at most `max_output_side`) around the person it shows, else its
+        centre. Returns (reference, background crop, mask crop or None, full background, its framing)."""
+        from tavr.config import IngestConfig
+        from tavr.data import framing
+
+        size, ingest = self.config.size, IngestConfig()  # the crop `tavr ingest` made the training clips with
+        if reference.shape[1:3] != (size, size):
+            reference = framing.crop(reference, framing.face_framing(reference, ingest, True, "reference"), size)
+        if background.shape[1:3] == (size, size):
+            return reference, background, mask, None, None
+        full = framing.limit_side(background, self.config.max_output_side)
+        where = framing.face_framing(full, ingest, False, "target background")
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            mask = mask[None] if mask.ndim == 2 else mask
+            if mask.shape[1:3] != background.shape[1:3]:
+                raise ValueError(f"background_mask is {mask.shape[2]}x{mask.shape[1]}; the background is "
+                                 f"{background.shape[2]}x{background.shape[1]}")  # fmt: skip
+            mask = framing.crop(framing.resize_masks(mask, *full.shape[1:3]), where, size)
+        return reference, framing.crop(full, where, size), mask, full, where
 
     # ----- generation -----
 
@@ -215,8 +247,11 @@ class TAVRPipeline:
         `reference_audio` is given (ignored by image-reference models); target_background: uint8 image (H, W, 3) or video
         (F, H, W, 3), looped when shorter than the output; driving_audio / reference_audio:
         float32 (N,) at `audio_rate`; background_mask: bool (H, W) or (F, H, W), True where the
-        person goes (computed when None). Returns frames (F, H, W, 3) with F = the audio's
-        length in frames; writes an mp4 with the driving audio when `out_path` is given.
+        person goes (computed when None). Frames of any size: a reference is cropped around its face, a
+        background around its person (or its centre) as `tavr ingest` crops, and the generated crop is
+        put back into the background, scaled to at most `max_output_side`. Returns frames (F, H, W, 3)
+        with F = the audio's length in frames and the background's (H, W) up to that limit; writes an
+        mp4 with the driving audio when `out_path` is given.
         """
         start = time.perf_counter()
         cfg = self.config
@@ -238,13 +273,13 @@ class TAVRPipeline:
             reference_video, reference_audio, target_background, driving_audio
         )
         reference_video = reference_video[None] if reference_video.ndim == 3 else reference_video  # one image
-        self._check_size("reference video", reference_video)
+        self._check_frames("reference video", reference_video)
         n_ref = reference_length(len(reference_video), cfg.reference_frames)
         if n_ref < cfg.min_reference_frames:
             raise ValueError(f"reference video has {len(reference_video)} frames; at least {cfg.min_reference_frames} are needed")
         background = np.asarray(target_background)
         background = background[None] if background.ndim == 3 else background
-        self._check_size("target background", background)
+        self._check_frames("target background", background)
         driving_audio = np.asarray(driving_audio, dtype=np.float32).reshape(-1)
         if not np.isfinite(driving_audio).all():
             raise ValueError(f"driving audio has {int((~np.isfinite(driving_audio)).sum())} samples that are NaN or infinite")
@@ -256,6 +291,10 @@ class TAVRPipeline:
         chunk = cfg.chunk_frames
         if (chunk - 1) % 4:
             raise ValueError(f"chunk_frames must be 4k + 1; got {chunk}")
+        # real footage: face crops in, the generated crop back into the full background at the end
+        reference_video, background, background_mask, full_background, where = self._frame(
+            reference_video[:n_ref], background, background_mask
+        )
 
         # 2. prompt
         text, _ = self.text_encoder([prompt])
@@ -334,8 +373,12 @@ class TAVRPipeline:
             if k + 1 < n_chunks:  # the next chunk starts on this chunk's last frame
                 seam = self.encode_video(decoded[-1:])
 
-        # 6. cut to the audio's length and write
+        # 6. cut to the audio's length, back into a full-size background, and write
         video = np.concatenate(frames)[:total]
+        if full_background is not None:
+            from tavr.data.framing import paste
+
+            video = paste(full_background[np.arange(total) % len(full_background)], video, where)
         samples = int(round(total / cfg.fps * cfg.audio_rate))
         audio_out = np.pad(driving_audio[:samples], (0, max(0, samples - len(driving_audio))))
         path = None

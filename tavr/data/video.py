@@ -417,6 +417,26 @@ def read_audio(path: str | os.PathLike, rate: int = 16000, max_seconds: float | 
         return audio
 
 
+MAX_PIXELS = 4096 * 4096  # per frame, read from the header before anything is decoded
+MAX_ASPECT = 8  # longer side : shorter side
+
+
+def check_frame_size(width: int, height: int, what: str = "frames") -> None:
+    """ValueError for frames no one should decode: empty, over MAX_PIXELS, or thinner than 1:MAX_ASPECT."""
+    if width < 1 or height < 1 or width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ValueError(f"{what} are {width}x{height}; at most {MAX_PIXELS // 10**6} megapixels and {MAX_ASPECT}:1")
+
+
+def read_checked(path, fps: int, audio_rate: int, max_seconds: float, max_side: int, what: str):
+    """read_video after the header's frame size passed `check_frame_size`: decoding stops after
+    `max_seconds`, frames come out with their shorter side at most `max_side`. A 20-s 1080p file
+    costs what its first seconds at that size cost, and a wrong size is told before any decoding."""
+    facts = probe(path)
+    check_frame_size(facts["width"], facts["height"], f"{what} frames")
+    return read_video(path, fps=fps, audio_rate=audio_rate, max_seconds=max_seconds, max_side=max_side,
+                      max_frames=math.ceil(max_seconds * 60))  # fmt: skip
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Raise ValueError unless a video can be written at `path` (not a folder, an .mp4, in a folder that
     exists or can be made and takes a file): checked before work whose result would be lost."""

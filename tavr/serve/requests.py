@@ -19,8 +19,10 @@ A V1 instance and a V2 request carry the same fields (V2 as named inputs):
     guidance                    number / FP32       1 .. 20, both guidance scales (1 = off)
     timeout_s                   number / FP32       > 0; at most serve.timeout_s
 
-Frames of up to 16 megapixels and 8:1 are centre-cropped to a square and resized to the model's
-size; decoding stops at the duration limits or after 60 source frames per second of them. Every
+Frames of up to 16 megapixels and 8:1 are read; the reference is cropped around its face as `tavr
+ingest` crops (tavr.data.framing) and resized to the model's size, the background kept at its size up
+to generate.max_output_side (the pipeline generates in its person's crop and pastes it back); decoding
+stops at the duration limits or after 60 source frames per second of them. Every
 failure names the field and the rule it broke; nothing here raises anything else.
 """
 
@@ -38,15 +40,13 @@ import numpy as np
 from kserve.errors import InvalidInput
 from PIL import Image
 
-from tavr.config import GenerateConfig, ServeConfig
+from tavr.config import GenerateConfig, IngestConfig, ServeConfig
 
 MEDIA = ("reference_video", "reference_audio", "target_background", "driving_audio")
 REQUIRED = ("reference_video", "target_background", "driving_audio")
 SCALARS = ("prompt", "steps", "seed", "keep_ratio", "guidance", "timeout_s")
 FIELDS = frozenset(MEDIA) | {f"{m}_uri" for m in MEDIA} | frozenset(SCALARS)
 MAX_PROMPT = 2000
-MAX_PIXELS = 4096 * 4096  # per frame, from the header, before decoding
-MAX_ASPECT = 8  # longer side : shorter side
 MAX_SOURCE_FPS = 60  # decoding stops after max_seconds * this many source frames
 MAX_GUIDANCE = 20.0
 
@@ -73,9 +73,9 @@ class RequestError(InvalidInput):
 class Job:
     """One checked instance, ready for TAVRPipeline.__call__."""
 
-    reference_video: np.ndarray  # (F, S, S, 3) uint8, F <= the model's reference_frames cap
+    reference_video: np.ndarray  # (F, S, S, 3) uint8: the face crop, F <= the model's reference_frames cap
     reference_audio: np.ndarray | None  # (N,) float32 at the model's audio rate
-    target_background: np.ndarray  # (S, S, 3) or (F, S, S, 3) uint8
+    target_background: np.ndarray  # (H, W, 3) or (F, H, W, 3) uint8, longer side <= max_output_side
     driving_audio: np.ndarray  # (N,) float32
     prompt: str = ""
     steps: int | None = None
@@ -178,17 +178,6 @@ def resolve_uri(field: str, value, allowed_root: str, max_bytes: int | None = No
     return path
 
 
-def _square(frames: np.ndarray, size: int) -> np.ndarray:
-    """(F, H, W, 3) -> (F, size, size, 3): centre crop to a square, then resize (bilinear)."""
-    f, h, w, _ = frames.shape
-    if (h, w) == (size, size):
-        return frames
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    crop = frames[:, y : y + s, x : x + s]
-    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crop])
-
-
 class _Source:
     """A media field as a file: the given path, or the base64 bytes in a temporary file."""
 
@@ -209,14 +198,17 @@ class _Source:
 
 
 def _check_pixels(field: str, width: int, height: int) -> None:
-    if width < 1 or height < 1 or width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
-        raise RequestError(field, "frame_size", f"frames are {width}x{height}; at most {MAX_PIXELS // 10**6} megapixels "
-                                                f"and {MAX_ASPECT}:1")  # fmt: skip
+    from tavr.data.video import check_frame_size
+
+    try:
+        check_frame_size(width, height)
+    except ValueError as e:
+        raise RequestError(field, "frame_size", str(e)) from None
 
 
-def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float):
-    """Frames (F, S, S, 3) and audio; the declared frame size is checked before anything is decoded,
-    and decoding stops after max_seconds or MAX_SOURCE_FPS * max_seconds source frames."""
+def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float, max_side: int):
+    """Frames (F, H, W, 3), shorter side at most `max_side`, and audio; the declared frame size is checked
+    before anything is decoded, and decoding stops after max_seconds or MAX_SOURCE_FPS * max_seconds source frames."""
     from tavr.data.video import probe, read_video
 
     try:
@@ -225,11 +217,11 @@ def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float):
         raise src.fail("video", e) from e
     _check_pixels(src.field, facts["width"], facts["height"])
     try:
-        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=gen.size,
+        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=max_side,
                           max_frames=math.ceil(max_seconds * MAX_SOURCE_FPS))  # fmt: skip
     except Exception as e:
         raise src.fail("video", e) from e
-    return _square(clip.frames, gen.size), clip.audio
+    return clip.frames, clip.audio
 
 
 def _read_audio(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.ndarray:
@@ -243,7 +235,10 @@ def _read_audio(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.nda
 
 
 def _read_background(src: _Source, gen: GenerateConfig, max_seconds: float) -> np.ndarray:
-    """A still image (its size checked from the header before decoding) or a video."""
+    """A still image (its size checked from the header before decoding) or a video, at most
+    `max_output_side` on its longer side: the pipeline generates in its person's crop and answers at this size."""
+    from tavr.data.framing import limit_side
+
     try:
         img = Image.open(src.path)
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -253,11 +248,11 @@ def _read_background(src: _Source, gen: GenerateConfig, max_seconds: float) -> n
             _check_pixels(src.field, *img.size)
             if getattr(img, "n_frames", 1) == 1:
                 try:
-                    return _square(np.asarray(img.convert("RGB"))[None], gen.size)[0]
+                    return limit_side(np.asarray(img.convert("RGB"))[None], gen.max_output_side)[0]
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
                     raise src.fail("image", e) from e
-    frames, _ = _read_video(src, gen, max_seconds)  # an animation or a video; the output is never longer
-    return frames
+    frames, _ = _read_video(src, gen, max_seconds, gen.max_output_side)  # an animation or a video; the output is never longer
+    return limit_side(frames, gen.max_output_side)
 
 
 # ----- one instance -----
@@ -304,7 +299,7 @@ def check_fields(instance, limits: ServeConfig) -> dict:
 
 def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
     """Validate and decode one instance (a dict of the fields above) -> Job, or raise RequestError."""
-    from tavr.data.ingest import track_faces
+    from tavr.data import framing
     from tavr.pipeline import face_sample, reference_length
 
     job = check_fields(instance, limits)
@@ -320,16 +315,16 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
             raise RequestError("driving_audio", "min_duration", f"lasts {seconds:.3f} s, less than one frame")
         if seconds > limits.max_audio_seconds:
             raise RequestError("driving_audio", "max_duration", f"lasts more than {limits.max_audio_seconds:g} s, the limit")
-        reference, own_audio = _read_video(sources["reference_video"], gen, limits.max_reference_seconds)
+        reference, own_audio = _read_video(sources["reference_video"], gen, limits.max_reference_seconds, 4 * gen.size)
         n_ref = reference_length(len(reference), gen.reference_frames)
         if n_ref < gen.min_reference_frames:
             raise RequestError("reference_video", "min_frames",
                                f"has {len(reference)} frames at {gen.fps} fps; at least {gen.min_reference_frames} are needed")
         reference = reference[:n_ref]
-        sampled = face_sample(reference)
-        _, found = track_faces(sampled, 2 * gen.size)
-        if not found.any():
-            raise RequestError("reference_video", "face", f"no face found in {len(sampled)} sampled frames")
+        try:  # the face crop the model works on, as `tavr ingest` makes it (a crop already passes through)
+            reference = framing.crop(reference, framing.face_framing(reference, IngestConfig(), True, "reference"), gen.size)
+        except ValueError as e:
+            raise RequestError("reference_video", "face", f"{e} (searched {len(face_sample(reference))} sampled frames)") from None
         ref_audio = own_audio
         if "reference_audio" in sources:
             ref_audio = _read_audio(sources["reference_audio"], gen, limits.max_reference_seconds)

@@ -25,7 +25,7 @@ def _good(media) -> dict:
 def test_a_good_instance_decodes_to_model_sized_arrays(media):
     job = check_instance({**_good(media), "steps": 3, "seed": 5, "guidance": 2}, ServeConfig(), GEN)
     assert job.reference_video.shape == (9, 128, 128, 3)  # capped to reference_frames (4k + 1)
-    assert job.target_background.shape == (128, 128, 3)  # a 160x96 still, centre-cropped and resized
+    assert job.target_background.shape == (96, 160, 3)  # a 160x96 still at its size: the pipeline frames it
     assert job.driving_audio.shape == (16000,) and job.reference_audio is not None  # the video's own audio
     kw = job.pipeline_kwargs()
     assert kw["num_steps"] == 3 and kw["seed"] == 5 and kw["reference_guidance"] == kw["audio_guidance"] == 2.0
