@@ -42,7 +42,8 @@ from tavr.eval import metrics
 from tavr.eval.adapt import adapt_reference
 from tavr.files import write_json
 
-METRICS = ("identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate")
+METRICS = ("id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate")
+GALLERY_CLIPS = 2  # reference clips per person whose embeddings make its gallery entry
 
 
 PROTOCOLS = ("video", "raw", "adapted")
@@ -84,11 +85,23 @@ def _fit(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in video])
 
 
-def score_pair(video: np.ndarray, inputs: dict, identity_frames: int = 4, max_offset: int = 3) -> dict:
-    """Every metric of one generated video (F, H, W, 3) against the pair's inputs."""
+def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int = 4) -> metrics.Gallery:
+    """Every person of the pairs file, each from the first GALLERY_CLIPS reference clips of theirs."""
+    clips: dict[str, list[str]] = {}
+    for pair in pairs:
+        mine = clips.setdefault(pair["identity"], [])
+        if len(mine) < GALLERY_CLIPS and pair["reference"] not in mine:
+            mine.append(pair["reference"])
+    videos = {person: [read_video(root / c, fps=fps).frames for c in refs] for person, refs in clips.items()}
+    return metrics.Gallery.of(videos, identity_frames)
+
+
+def score_pair(video: np.ndarray, inputs: dict, identity_frames: int = 4, max_offset: int = 3,
+               gallery: metrics.Gallery | None = None, person: str | None = None) -> dict:  # fmt: skip
+    """Every metric of one generated video (F, H, W, 3) against the pair's inputs (and the gallery, for identification)."""
     video = _fit(video, inputs["target"].shape[1:3])
     return metrics.score_video(video, inputs["reference"], inputs["target"], inputs["mask"], inputs["audio"],
-                               inputs["rate"], inputs["fps"], identity_frames, max_offset)  # fmt: skip
+                               inputs["rate"], inputs["fps"], identity_frames, max_offset, gallery, person)  # fmt: skip
 
 
 def summarize(rows: list[dict], method: str, missing: list[str], failed: list[dict] | None = None) -> dict:
@@ -116,13 +129,13 @@ def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     return summary
 
 
-def _pairs(path: str | Path, limit: int) -> tuple[Path, list[dict]]:
+def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25) -> tuple[Path, list[dict], metrics.Gallery]:
+    """(root, the first `limit` pairs, the gallery of every person in the file)."""
     root, pairs = load_pairs(path)
-    if limit > 0:
-        pairs = pairs[:limit]
     if not pairs:
         raise ValueError(f"{path} holds no pairs")
-    return root, pairs
+    everyone = gallery(root, pairs, fps, identity_frames)
+    return root, (pairs[:limit] if limit > 0 else pairs), everyone
 
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,
@@ -134,8 +147,8 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     out = Path(out)
-    root, pairs = _pairs(pairs_file, limit)
     gen = pipeline.config
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps)
     rows = []
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
@@ -147,7 +160,7 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
         result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=inputs["reference_audio"],
                           background_mask=inputs["mask"], num_steps=steps, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
-        scores = score_pair(result.frames, inputs, identity_frames, max_offset)
+        scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(result.frames),
                      "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
         if progress:
@@ -164,7 +177,7 @@ def score_dir(pred_dir: str | Path, pairs_file: str | Path, out: str | Path, met
     pred_dir, out = Path(pred_dir), Path(out)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
-    root, pairs = _pairs(pairs_file, limit)
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps)
     rows, missing, failed = [], [], []
     for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
         path = pred_dir / f"{pair['pair_id']}.mp4"
@@ -182,7 +195,7 @@ def score_dir(pred_dir: str | Path, pairs_file: str | Path, out: str | Path, met
         inputs = pair_inputs(root, pair, fps, rate, frames)
         n = min(len(video), inputs["target"].shape[0], inputs["audio_frames"])  # the frames it has are scored
         cut = {**inputs, "target": inputs["target"][:n], "mask": inputs["mask"][:n], "audio": inputs["audio"][: round(n / fps * rate)]}
-        scores = score_pair(video[:n], cut, identity_frames, max_offset)
+        scores = score_pair(video[:n], cut, identity_frames, max_offset, people, pair["identity"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(video),
                      "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
     if not rows:

@@ -1,7 +1,13 @@
 """Benchmark metrics: one generated video scored against its pair's inputs.
 
     identity         cosine of the mean dlib ResNet embedding of `identity_frames` evenly sampled
-                     generated frames and as many reference frames (tavr.rl.rewards); 0 without a face
+                     generated frames and as many reference frames (tavr.rl.rewards); 0 without a face.
+                     Raw: any two faces score about 0.95, so it ranks nothing on its own
+    id_top1          1 when the generated face is nearer the right person than every other person of
+                     the gallery (`Gallery`: every bench person's reference embedding), else 0 (also
+                     without a face); its mean is identification accuracy, chance 1 / gallery size
+    id_margin        centred cosine to the right person minus the best wrong person's (> 0: identified);
+                     None without a face
     lipsync          Pearson correlation of mouth opening (dlib landmarks, every frame) with the
                      driving audio's RMS envelope, at the best offset in +-max_offset frames
                      (in the spirit of LSE-C); 0 with fewer than 3 faces
@@ -20,11 +26,13 @@ Inputs are uint8 frames (F, H, W, 3); masks are bool (F, H, W), True on the pers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.ndimage import maximum_filter
 from skimage.metrics import structural_similarity
 
-from tavr.rl.rewards import face_track, identity_reward, lipsync_score
+from tavr.rl.rewards import face_track, identity_reward, lipsync_score, mean_embedding
 
 PSNR_CAP = 100.0
 SSIM_WINDOW = 7  # skimage's default window; SSIM is averaged where the window is clear of the person
@@ -43,6 +51,49 @@ def identity(generated: np.ndarray, reference: np.ndarray, frames: int = 4) -> t
     generated, reference = _frames("generated", generated), _frames("reference", reference)
     scores, info = identity_reward(frames)([generated], {"reference_frames": [reference]})
     return float(scores[0]), int(info["faces"][0])
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """One mean dlib embedding per person: who a generated face is identified as.
+
+    Similarities are cosines after subtracting the gallery's mean embedding: dlib's embeddings share a
+    large common component (raw cosines of different people are ~0.95), centring leaves what tells
+    people apart."""
+
+    people: tuple[str, ...]
+    embeddings: np.ndarray  # (P, 128)
+
+    @classmethod
+    def of(cls, references: dict[str, list[np.ndarray]], frames: int = 4) -> Gallery:
+        """From reference videos per person (each (F, H, W, 3)); a person none of whose videos shows a face is an error."""
+        people, embs = [], []
+        for person, videos in references.items():
+            found = [e for e in (mean_embedding(_frames("reference", v), frames)[0] for v in videos) if e is not None]
+            if not found:
+                raise ValueError(f"no face in any reference video of {person}: it cannot be in the gallery")
+            people.append(person)
+            embs.append(np.mean(found, axis=0))
+        if len(people) < 2:
+            raise ValueError(f"a gallery needs at least 2 people; got {len(people)}")
+        return cls(tuple(people), np.stack(embs).astype(np.float32))
+
+    def similarities(self, embedding: np.ndarray) -> np.ndarray:
+        """Centred cosine (P,) of one embedding (128,) to every person."""
+        centre = self.embeddings.mean(axis=0)
+        g, e = self.embeddings - centre, np.asarray(embedding, np.float32) - centre
+        return (g @ e) / np.maximum(np.linalg.norm(g, axis=1) * np.linalg.norm(e), 1e-12)
+
+    def identify(self, embedding: np.ndarray | None, person: str) -> dict:
+        """{"id_top1": 0 or 1, "id_margin": right minus best wrong (None without a face)}."""
+        if person not in self.people:
+            raise ValueError(f"{person} is not in the gallery ({', '.join(self.people)})")
+        if embedding is None:
+            return {"id_top1": 0.0, "id_margin": None}
+        sims = self.similarities(embedding)
+        k = self.people.index(person)
+        wrong = np.delete(sims, k)
+        return {"id_top1": float(sims[k] > wrong.max()), "id_margin": float(sims[k] - wrong.max())}
 
 
 def lipsync(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_offset: int = 3) -> tuple[float, int | None]:
@@ -93,15 +144,23 @@ def stability(video: np.ndarray, boxes: np.ndarray) -> float | None:
 
 
 def score_video(generated, reference, target_background, person_mask, audio, audio_rate: int, fps: float,
-                identity_frames: int = 4, max_offset: int = 3) -> dict:
+                identity_frames: int = 4, max_offset: int = 3, gallery: Gallery | None = None,
+                person: str | None = None) -> dict:  # fmt: skip
     """Every metric above for one generated video; one face-tracking pass serves lip sync,
-    stability and face rate."""
+    stability and face rate. id_top1 and id_margin need the gallery and the pair's person."""
     generated = _frames("generated", generated)
     boxes, mouth = face_track(generated)
-    ident, _ = identity(generated, reference, identity_frames)
+    g, _ = mean_embedding(generated, identity_frames)  # embedded once for both identity measures
+    r, _ = mean_embedding(_frames("reference", reference), identity_frames)
+    if r is None:
+        raise ValueError(f"no face in the {identity_frames} sampled reference frames")
+    ident = 0.0 if g is None else float(g @ r / max(float(np.linalg.norm(g) * np.linalg.norm(r)), 1e-12))  # the reward's cosine
+    ids = {"id_top1": None, "id_margin": None}
+    if gallery is not None and person is not None:
+        ids = gallery.identify(g, person)
     sync, offset = lipsync(mouth, np.asarray(audio, dtype=np.float32), audio_rate, fps, max_offset)
     psnr, ssim = background(generated, target_background, person_mask)
     return {
-        "identity": ident, "lipsync": sync, "lipsync_offset": offset, "bg_psnr": psnr, "bg_ssim": ssim,
+        "identity": ident, **ids, "lipsync": sync, "lipsync_offset": offset, "bg_psnr": psnr, "bg_ssim": ssim,
         "stability": stability(generated, boxes), "face_rate": float((~np.isnan(mouth)).mean()), **NOT_COMPUTED,
     }  # fmt: skip

@@ -7,7 +7,9 @@ Reads <dir>/<method>/summary.json and pairs.csv for each method of `bench.method
 
     summary.json    {"pairs": N, "methods": {method: {metric: mean}}, "protocols": {method: protocol},
                      "scored": {method: pairs scored}, "coverage": {method: {"asked", "scored", "missing",
-                     "failed", "short"}}}: the file `dvc metrics` and the gate read
+                     "failed", "short"}}, "ci": {method: {metric: {"mean", "ci": [lo, hi], "n"}}},
+                     "differences": {"<first method> - <other>": {metric: {"diff", "ci", "n"}}}}: the
+                     file `dvc metrics` and the gate read; CIs are paired-bootstrap 95% (tavr.eval.stats)
     summary.md      the summary table in markdown (for a pull request or `dvc metrics diff --md`)
     index.html      summary table (best value per metric in bold), bar plots, frame grids for the
                     first `grid_pairs` pairs, the per-pair table with links to every video
@@ -31,13 +33,15 @@ from PIL import Image, ImageDraw
 from tavr.data.pairs import load_pairs
 from tavr.data.synth import load_masks
 from tavr.data.video import read_video
+from tavr.eval import stats
 from tavr.eval.benchmark import METRICS
 from tavr.files import write_json
 
 # how each metric reads: higher is better, except these
 LOWER_IS_BETTER = {"stability"}
 CLOSER_TO_ZERO = {"lipsync_offset"}
-LABELS = {"identity": "identity ↑", "lipsync": "lip sync ↑", "lipsync_offset": "sync offset (frames, 0 best)",
+KEY_METRICS = ("id_top1", "id_margin", "identity", "lipsync", "face_rate")  # shown with 95% CIs
+LABELS = {"id_top1": "identified (top-1) ↑", "id_margin": "identity margin ↑", "identity": "raw identity ↑", "lipsync": "lip sync ↑", "lipsync_offset": "sync offset (frames, 0 best)",
           "bg_psnr": "background PSNR ↑", "bg_ssim": "background SSIM ↑", "stability": "face change ↓",
           "face_rate": "face rate ↑"}  # fmt: skip
 
@@ -79,13 +83,31 @@ def coverage_text(summary: dict, method: str) -> str:
     return f"{c['scored']}/{c['asked']}" + (f" ({', '.join(lost)})" if lost else "")
 
 
+def _ci(entry: dict | None, key: str = "mean") -> str:
+    if not entry or entry.get(key) is None:
+        return "n/a"
+    lo, hi = entry["ci"]
+    return f"{entry[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def markdown(summary: dict) -> str:
     methods = summary["methods"]
     head = "| method | protocol | pairs scored | " + " | ".join(METRICS) + " |"
     rule = "|---" * (len(METRICS) + 3) + "|"
     rows = [f"| {m} | {summary['protocols'].get(m, '')} | {coverage_text(summary, m)} | "
             + " | ".join(_fmt(methods[m][k]) for k in METRICS) + " |" for m in methods]  # fmt: skip
-    return "\n".join([f"Cross-scene benchmark, {summary['pairs']} pairs", "", head, rule, *rows, ""])
+    lines = [f"Cross-scene benchmark, {summary['pairs']} pairs", "", head, rule, *rows, ""]
+    if summary.get("ci"):
+        lines += ["Means with paired-bootstrap 95% confidence intervals", "",
+                  "| method | " + " | ".join(KEY_METRICS) + " |", "|---" * (len(KEY_METRICS) + 1) + "|"]
+        lines += [f"| {m} | " + " | ".join(_ci(summary["ci"][m].get(k)) for k in KEY_METRICS) + " |" for m in summary["ci"]]
+        lines.append("")
+    if summary.get("differences"):
+        lines += ["Differences on the pairs both scored (95% CI; above 0 everywhere = a real difference)", "",
+                  "| difference | " + " | ".join(KEY_METRICS) + " |", "|---" * (len(KEY_METRICS) + 1) + "|"]
+        lines += [f"| {d} | " + " | ".join(_ci(v.get(k), "diff") for k in KEY_METRICS) + " |" for d, v in summary["differences"].items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def bar_plot(summary: dict, path: Path) -> None:
@@ -202,6 +224,8 @@ def build_report(directory: str | Path, methods: list[str] | tuple[str, ...], pa
         "coverage": {m: {"asked": s["pairs"], "scored": s["scored"], "missing": len(s.get("missing", [])),
                          "failed": len(s.get("failed", [])), "short": len(s.get("short", []))}
                      for m, s in summaries.items()},
+        "ci": stats.intervals(tables, KEY_METRICS),
+        "differences": stats.differences(tables, next(iter(summaries)), KEY_METRICS),
     }  # fmt: skip
     bar_plot(summary, directory / "plots" / "metrics.png")
     grids = []

@@ -27,6 +27,7 @@ def test_the_target_clips_themselves_score_as_an_upper_bound(bench, tmp_path):
     assert m["face_rate"] == 1.0 and m["identity"] > 0.97  # the same person, another scene
     assert m["bg_psnr"] > 30 and m["bg_ssim"] > 0.9  # the target itself, up to H.264 losses
     assert m["lipsync"] > 0.5 and m["lipsync_offset"] == 0
+    assert m["id_top1"] == 1.0 and m["id_margin"] > 0.2  # each target is identified as its own person
     table = pd.read_csv(tmp_path / "out" / "pairs.csv")
     assert list(table["pair_id"]) == ["pair000", "pair001"] and set(METRICS) <= set(table.columns)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
@@ -37,6 +38,7 @@ def test_the_target_clips_themselves_score_as_an_upper_bound(bench, tmp_path):
     other = score_dir(pred, bench / "bench_pairs.json", tmp_path / "out2", identity_frames=2)
     assert other["missing"] == ["pair000"] and other["scored"] == 1
     assert other["metrics"]["identity"] < table["identity"][1]
+    assert other["metrics"]["id_top1"] == 0.0 and other["metrics"]["id_margin"] < 0  # identified as the other person
     assert other["metrics"]["bg_psnr"] < table["bg_psnr"][1]
 
 

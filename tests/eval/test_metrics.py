@@ -81,3 +81,21 @@ def test_score_video_of_the_target_itself(clips):
     assert scores["face_rate"] == 1.0 and scores["identity"] > 0.99 and scores["bg_psnr"] == 100.0
     assert scores["lipsync"] > 0.5 and scores["lipsync_offset"] == 0
     assert scores["stability"] > 0 and scores["fid"] is None and scores["fvd"] is None
+
+
+def test_gallery_identification_and_margin_on_known_embeddings():
+    from tavr.eval.metrics import Gallery
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=128) * 5  # what every face shares: raw cosines are all near 1
+    people = rng.normal(size=(4, 128))
+    g = Gallery(("a", "b", "c", "d"), (common + people).astype(np.float32))
+    probe = common + people[2] + 0.3 * rng.normal(size=128)
+    raw = [float(np.dot(probe, e) / np.linalg.norm(probe) / np.linalg.norm(e)) for e in g.embeddings]
+    assert min(raw) > 0.9  # the raw cosine barely tells them apart ...
+    right, wrong = g.identify(probe, "c"), g.identify(probe, "a")
+    assert right["id_top1"] == 1.0 and right["id_margin"] > 0.3  # ... the centred one does
+    assert wrong["id_top1"] == 0.0 and wrong["id_margin"] < 0
+    assert g.identify(None, "c") == {"id_top1": 0.0, "id_margin": None}
+    with pytest.raises(ValueError, match="not in the gallery"):
+        g.identify(probe, "z")

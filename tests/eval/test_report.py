@@ -35,5 +35,11 @@ def test_the_report_puts_every_method_side_by_side(bench, tmp_path):
     assert grid.size == (4 * 128, 128 + 14)  # reference | target background | two methods
     assert Image.open(tmp_path / "report/plots/metrics.png").size[0] > 600
     table = (tmp_path / "report/summary.md").read_text().splitlines()
-    assert table[2].startswith("| method | protocol | pairs scored | identity") and table[4].startswith("| truth | external | 2/2 |")
+    assert table[2].startswith("| method | protocol | pairs scored | id_top1") and table[4].startswith("| truth | external | 2/2 |")
+    # identification with its interval; truth against the reference copied into the target scene
+    assert summary["ci"]["truth"]["id_top1"]["mean"] == 1.0 and summary["ci"]["truth"]["id_top1"]["n"] == 2
+    lo, hi = summary["ci"]["truth"]["identity"]["ci"]
+    assert lo <= truth["identity"] <= hi
+    assert summary["differences"]["truth - copy_ref"]["identity"]["n"] == 2
+    assert any("confidence intervals" in line for line in table)
     assert summary["coverage"]["truth"] == {"asked": 2, "scored": 2, "missing": 0, "failed": 0, "short": 0}
