@@ -5,7 +5,7 @@ and logs the step's numbers as Metrics."""
 
 from components.data import ingest, qa
 from components.deploy import deploy
-from components.evaluate import bench, export, gate, report
+from components.evaluate import bench, export, gate, report, upper_bound
 from components.train import codec, latents, rl_stage, train_stage
 
-__all__ = ["bench", "codec", "deploy", "export", "gate", "ingest", "latents", "qa", "report", "rl_stage", "train_stage"]
+__all__ = ["bench", "codec", "deploy", "export", "gate", "ingest", "latents", "qa", "report", "rl_stage", "train_stage", "upper_bound"]

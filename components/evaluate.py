@@ -11,7 +11,7 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def bench(params: str, method: str, protocol: str, model: Input[Model], clips: Input[Dataset], results: Output[Dataset],
           metrics: Output[Metrics]):
-    """`tavr bench` of one method (protocol video, raw or adapted): videos, pairs.csv, summary.json."""
+    """`tavr bench` of one method (protocol video, raw, adapted or wrong_ref): videos, pairs.csv, summary.json."""
     from tavr import steps
 
     for name, value in steps.bench(params, method, protocol, model.path, clips.path, results.path).items():
@@ -19,12 +19,23 @@ def bench(params: str, method: str, protocol: str, model: Input[Model], clips: I
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def report(params: str, tavr: Input[Dataset], image_raw: Input[Dataset], image_adapted: Input[Dataset], clips: Input[Dataset],
-           folder: Output[Dataset], page: Output[HTML], metrics: Output[Metrics]):
+def upper_bound(params: str, clips: Input[Dataset], results: Output[Dataset], metrics: Output[Metrics]):
+    """The target clips scored as a method: the upper bound beside every method in the report."""
+    from tavr import steps
+
+    for name, value in steps.upper_bound(params, clips.path, results.path).items():
+        metrics.log_metric(name, value)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def report(params: str, tavr: Input[Dataset], image_raw: Input[Dataset], image_adapted: Input[Dataset],
+           tavr_wrong_ref: Input[Dataset], upper_bound: Input[Dataset], clips: Input[Dataset],
+           folder: Output[Dataset], page: Output[HTML], metrics: Output[Metrics]):  # fmt: skip
     """The report folder (index.html, summary.json, plots, videos) and the page with its plots inlined, for the UI."""
     from tavr import steps
 
-    results = {"tavr": tavr.path, "image_raw": image_raw.path, "image_adapted": image_adapted.path}
+    results = {"tavr": tavr.path, "image_raw": image_raw.path, "image_adapted": image_adapted.path,
+               "tavr_wrong_ref": tavr_wrong_ref.path, "upper_bound": upper_bound.path}  # fmt: skip
     for name, value in steps.report(params, results, clips.path, folder.path).items():
         metrics.log_metric(name, value)
     steps.inline_page(folder.path, page.path)

@@ -67,9 +67,11 @@ def build(kf: KubeflowConfig = KUBEFLOW):
         tavr = _model_chain(params, runs, "", cache, vae_model, clips)
         image = _model_chain(params, runs, "image_", cache, vae_model, clips)
         results = {}
-        for method, protocol, model in (("tavr", "video", tavr), ("image_raw", "raw", image), ("image_adapted", "adapted", image)):
+        for method, protocol, model in (("tavr", "video", tavr), ("image_raw", "raw", image), ("image_adapted", "adapted", image),
+                                        ("tavr_wrong_ref", "wrong_ref", tavr)):  # fmt: skip
             task = c.bench(params=params, method=method, protocol=protocol, model=model, clips=clips)
             results[method] = _step(task, f"bench {method}").outputs["results"]
+        results["upper_bound"] = _step(c.upper_bound(params=params, clips=clips), "upper bound").outputs["results"]
         report = _step(c.report(params=params, clips=clips, **results), "report")
         gate = _step(c.gate(params=params, production=production, report=report.outputs["folder"]), "deployment gate")
         export = _step(c.export(decision=gate.outputs["decision"], model=tavr), "export")

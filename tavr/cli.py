@@ -328,7 +328,7 @@ def bench(
     limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all; default: bench.limit)")] = None,
     method: Annotated[Optional[str], typer.Option(help="name in the summary and report (default: bench.method)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="reference given: video | raw (its first frame) | adapted "
-                                                         "(that frame put in the target scene); default: bench.protocol")] = None,
+                                                         "(that frame put in the target scene) | wrong_ref (another person's video: the lower bound); default: bench.protocol")] = None,
     params: ParamsOpt = None,
 ) -> None:
     """Generate every bench pair with a pipeline, save the mp4s, score them (pairs.csv, summary.json)."""
@@ -466,8 +466,9 @@ def _print_bench(summary: dict, out: Path) -> None:
 
 @bench_app.command("score")
 def bench_score(
-    pred_dir: Annotated[Path, typer.Option(help="folder of <pair_id>.mp4 videos made by any method")],
     out: Annotated[Path, typer.Option(help="output folder for pairs.csv and summary.json")],
+    pred_dir: Annotated[Optional[Path], typer.Option(help="folder of <pair_id>.mp4 videos made by any method")] = None,
+    targets: Annotated[bool, typer.Option("--targets", help="score each pair's own target clip: the upper bound")] = False,
     pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
     method: Annotated[str, typer.Option(help="name in the summary")] = "external",
     limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all)")] = None,
@@ -477,6 +478,9 @@ def bench_score(
     from tavr.eval.benchmark import score_dir
 
     cfg = _config(params).bench
+    if (pred_dir is None) == (not targets):
+        console.print("[red]error:[/red] give one of --pred-dir DIR (a method's videos) or --targets (the target clips)")
+        raise typer.Exit(2)
     try:
         summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit if limit is None else limit,
                             identity_frames=cfg.identity_frames, max_offset=cfg.max_offset, frames=cfg.frames)  # fmt: skip

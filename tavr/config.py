@@ -328,7 +328,7 @@ class BenchConfig:
     identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)
     max_offset: int = 3  # lip-sync offsets searched, in frames either way
     report: str = "reports/bench"  # the report's folder: <method>/ results in, index.html + summary.json out
-    methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted")  # report columns, in order
+    methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted", "tavr_wrong_ref", "upper_bound")  # report columns, in order
     grid_pairs: int = 6  # pairs shown as frame grids in the report
 
 

@@ -186,6 +186,16 @@ def bench(params: str, method: str, protocol: str, model: str, clips: str, out: 
     return _numbers(summary["metrics"])
 
 
+def upper_bound(params: str, clips: str, out: str) -> dict:
+    """The target clips scored as a method (`tavr bench score --targets`): the upper bound of every metric."""
+    from tavr.eval.benchmark import score_dir
+
+    cfg = config(params).bench
+    summary = score_dir(None, Path(clips) / PAIRS, out, "upper_bound", cfg.limit, identity_frames=cfg.identity_frames,
+                        max_offset=cfg.max_offset, frames=cfg.frames)  # fmt: skip
+    return _numbers(summary["metrics"])
+
+
 def report(params: str, results: dict[str, str], clips: str, out: str) -> dict:
     """Every method's results (method -> `bench` output folder) side by side in `out` (index.html, summary.json)."""
     from tavr.eval.report import build_report

@@ -2,12 +2,15 @@
 
     tavr bench --model DIR --pairs data/bench_pairs.json --out DIR [--protocol video|raw|adapted] [--steps N] [--limit N]
     tavr bench score --pred-dir DIR --pairs data/bench_pairs.json --out DIR [--method NAME]
+    tavr bench score --targets --out DIR --method upper_bound     (the target clips themselves)
 
 A pair (tavr.data.pairs) holds a reference clip of a held-out person in one scene, a target
 clip of the same person in another scene with its person mask, and the target's audio. A
 method sees the reference, the target frames with the person masked out and the audio, and
 must put the reference person into the target scene. The reference is the video (TAVR), or for
-an image-reference model one frame of it: raw, or adapted to the target scene (tavr.eval.adapt). Scores (tavr.eval.metrics) compare the
+an image-reference model one frame of it: raw, or adapted to the target scene (tavr.eval.adapt);
+`wrong_ref` gives another person's video, the lower bound (a method that ignored its reference
+would score the same), and the target clips scored as a method are the upper bound. Scores (tavr.eval.metrics) compare the
 result with the reference (identity), the audio (lip sync) and the target scene outside the
 person (background).
 
@@ -46,7 +49,7 @@ METRICS = ("id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_
 GALLERY_CLIPS = 2  # reference clips per person whose embeddings make its gallery entry
 
 
-PROTOCOLS = ("video", "raw", "adapted")
+PROTOCOLS = ("video", "raw", "adapted", "wrong_ref")
 
 
 def pair_inputs(root: Path, pair: dict, fps: int = 25, rate: int = 16000, frames: int | None = None) -> dict:
@@ -62,11 +65,26 @@ def pair_inputs(root: Path, pair: dict, fps: int = 25, rate: int = 16000, frames
             "audio": audio, "fps": fps, "rate": rate, "audio_frames": int(len(audio) * fps // rate)}  # fmt: skip
 
 
+def wrong_reference(root: Path, pairs: list[dict], i: int, fps: int = 25, rate: int = 16000):
+    """(frames, audio) of the reference of the first pair after pair i (cyclically) showing another person:
+    the control that says how much of a method's identity comes from its reference at all."""
+    me = pairs[i]["identity"]
+    for k in range(1, len(pairs)):
+        other = pairs[(i + k) % len(pairs)]
+        if other["identity"] != me:
+            clip = read_video(root / other["reference"], fps=fps, audio_rate=rate)
+            return clip.frames, clip.audio
+    raise ValueError("the wrong_ref protocol needs pairs of at least two people")
+
+
 def reference_input(protocol: str, root: Path, pair: dict, inputs: dict) -> np.ndarray:
     """What a method is given as the reference: the video (F, H, W, 3), or one image (H, W, 3):
-    its first frame (raw), or that frame adapted to the target scene (tavr.eval.adapt)."""
+    its first frame (raw), or that frame adapted to the target scene (tavr.eval.adapt); wrong_ref:
+    another person's video (in inputs["wrong_reference"])."""
     if protocol == "video":
         return inputs["reference"]
+    if protocol == "wrong_ref":
+        return inputs["wrong_reference"]
     if protocol == "raw":
         return inputs["reference"][0]
     if protocol == "adapted":
@@ -85,13 +103,16 @@ def _fit(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in video])
 
 
-def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int = 4) -> metrics.Gallery:
-    """Every person of the pairs file, each from the first GALLERY_CLIPS reference clips of theirs."""
+def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int = 4) -> metrics.Gallery | None:
+    """Every person of the pairs file, each from the first GALLERY_CLIPS reference clips of theirs
+    (None with a single person: nobody to tell apart, id_top1 and id_margin stay uncomputed)."""
     clips: dict[str, list[str]] = {}
     for pair in pairs:
         mine = clips.setdefault(pair["identity"], [])
         if len(mine) < GALLERY_CLIPS and pair["reference"] not in mine:
             mine.append(pair["reference"])
+    if len(clips) < 2:
+        return None
     videos = {person: [read_video(root / c, fps=fps).frames for c in refs] for person, refs in clips.items()}
     return metrics.Gallery.of(videos, identity_frames)
 
@@ -129,7 +150,7 @@ def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     return summary
 
 
-def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25) -> tuple[Path, list[dict], metrics.Gallery]:
+def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25) -> tuple[Path, list[dict], metrics.Gallery | None]:
     """(root, the first `limit` pairs, the gallery of every person in the file)."""
     root, pairs = load_pairs(path)
     if not pairs:
@@ -153,11 +174,14 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
         start = time.perf_counter()
+        ref_audio = inputs["reference_audio"]
+        if protocol == "wrong_ref":  # another person's video and voice; scored against this pair's person
+            inputs["wrong_reference"], ref_audio = wrong_reference(root, pairs, i, gen.fps, gen.audio_rate)
         reference = reference_input(protocol, root, pair, inputs)
         if reference.ndim == 3:
             (out / "inputs").mkdir(parents=True, exist_ok=True)
             Image.fromarray(reference).save(out / "inputs" / f"{pair['pair_id']}.png")
-        result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=inputs["reference_audio"],
+        result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=ref_audio,
                           background_mask=inputs["mask"], num_steps=steps, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
         scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"])
@@ -170,17 +194,18 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     return _write(out, rows, summary)
 
 
-def score_dir(pred_dir: str | Path, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,
+def score_dir(pred_dir: str | Path | None, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,
               fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3, frames: int = 0) -> dict:
     """Score <pred_dir>/<pair_id>.mp4 for every pair (another method's outputs) against the pair's first
-    `frames` frames and their audio (0 = the whole pair); a video that cannot be read is a failed pair."""
-    pred_dir, out = Path(pred_dir), Path(out)
-    if not pred_dir.is_dir():
+    `frames` frames and their audio (0 = the whole pair); a video that cannot be read is a failed pair.
+    pred_dir None scores every pair's own target clip: the upper bound any method could reach."""
+    out = Path(out)
+    if pred_dir is not None and not Path(pred_dir).is_dir():
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
     root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps)
     rows, missing, failed = [], [], []
     for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
-        path = pred_dir / f"{pair['pair_id']}.mp4"
+        path = root / pair["target"] if pred_dir is None else Path(pred_dir) / f"{pair['pair_id']}.mp4"
         if not path.is_file():
             missing.append(pair["pair_id"])
             continue

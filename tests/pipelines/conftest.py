@@ -8,7 +8,7 @@ FLOW = {"run": {**FAST_RUN, "steps": 2}, "val_batches": 1, "heldout": {"count": 
 RL = {"run": {**FAST_RUN, "steps": 1, "batch_size": 1, "checkpoint_every": 1}, "group_size": 2, "sample_steps": 2,
       "train_timesteps": 1, "identity_frames": 1, "heldout": {"count": 0}}  # fmt: skip
 TINY = {
-    "synth": {"identities": 3, "scenes": 4, "bench_identities": 1, "bench_scenes": 2, "scenes_per_identity": 2,
+    "synth": {"identities": 3, "scenes": 4, "bench_identities": 2, "bench_scenes": 2, "scenes_per_identity": 2,
               "clips_per_scene": 1, "workers": 2},
     "ingest": {"bench_pairs": 2, "workers": 2},
     "codec": {"eval_clips": 1},

@@ -38,11 +38,15 @@ def chain(tiny_params, tmp_path_factory):
                                   previous=a[f"{prefix}s1"])  # fmt: skip
         c.rl_stage.python_func(params=tiny_params, section=f"{prefix}stage3", runs="", latents=a["cache"], clips=a["clips"],
                                previous=a[f"{prefix}s2"], model=out(Model, f"{prefix}s3"), metrics=out(Metrics, f"{prefix}s3_m"))  # fmt: skip
-    for method, protocol, model in (("tavr", "video", "s3"), ("image_raw", "raw", "image_s3"), ("image_adapted", "adapted", "image_s3")):
+    for method, protocol, model in (("tavr", "video", "s3"), ("image_raw", "raw", "image_s3"), ("image_adapted", "adapted", "image_s3"),
+                                    ("tavr_wrong_ref", "wrong_ref", "s3")):  # fmt: skip
         c.bench.python_func(params=tiny_params, method=method, protocol=protocol, model=a[model], clips=a["clips"],
                             results=out(Dataset, f"bench_{method}"), metrics=out(Metrics, f"bench_{method}_m"))  # fmt: skip
+    c.upper_bound.python_func(params=tiny_params, clips=a["clips"], results=out(Dataset, "bench_upper_bound"),
+                              metrics=out(Metrics, "bench_upper_bound_m"))  # fmt: skip
     c.report.python_func(params=tiny_params, tavr=a["bench_tavr"], image_raw=a["bench_image_raw"],
-                         image_adapted=a["bench_image_adapted"], clips=a["clips"], folder=out(Dataset, "report"),
+                         image_adapted=a["bench_image_adapted"], tavr_wrong_ref=a["bench_tavr_wrong_ref"],
+                         upper_bound=a["bench_upper_bound"], clips=a["clips"], folder=out(Dataset, "report"),
                          page=out(HTML, "page"), metrics=out(Metrics, "report_m"))  # fmt: skip
     a["passed"] = c.gate.python_func(params=tiny_params, production="", report=a["report"], decision=out(Artifact, "decision"),
                                      metrics=out(Metrics, "gate_m")).passed  # fmt: skip
@@ -61,14 +65,15 @@ def test_data_steps_write_clips_pairs_and_a_qa_page(chain):
 def test_training_steps_chain_through_their_artifacts(chain):
     for name in ("s1", "s2", "s3", "image_s1", "image_s2", "image_s3"):
         pipe = TAVRPipeline.from_pretrained(chain[name].path)
-        assert pipe.config.reference_frames == (1 if name.startswith("image") else 25), name
+        assert pipe.config.reference_frames == (1 if name.startswith("image") else 9), name
     assert chain["s2_m"].metadata["steps"] == 2 and chain["s3_m"].metadata["steps"] == 1
-    assert chain["latents_metrics"].metadata["windows"] == 12  # 6 clips x two 25-frame windows
+    assert chain["latents_metrics"].metadata["windows"] == 30  # 6 clips x five 9-frame windows
 
 
 def test_evaluation_steps_report_decide_and_export(chain):
     summary = json.loads(open(f"{chain['report'].path}/summary.json").read())
-    assert list(summary["methods"]) == ["tavr", "image_raw", "image_adapted"] and summary["pairs"] == 2
+    assert list(summary["methods"]) == ["tavr", "image_raw", "image_adapted", "tavr_wrong_ref", "upper_bound"] and summary["pairs"] == 2
+    assert summary["methods"]["upper_bound"]["face_rate"] == 1.0  # the targets themselves
     page = open(chain["page"].path).read()
     assert "data:image/png;base64," in page and "src='plots/" not in page  # one self-contained file for the UI
     decision = json.loads(open(chain["decision"].path).read())
@@ -126,4 +131,4 @@ def test_a_stage_past_one_node_runs_from_the_runs_volume_as_a_trainjob(chain, ti
     assert metrics["steps"] == 2 and list(api.jobs.values())[0]["type"] == "Complete"
     staged = yaml.safe_load((runs / "stage2-job" / "params.yaml").read_text())["stage2"]
     assert staged["init"] == str(runs / "stage2-job/inputs/init") and staged["run"]["steps"] == 2  # the rest of the section kept
-    assert TAVRPipeline.from_pretrained(out).config.chunk_frames == 25
+    assert TAVRPipeline.from_pretrained(out).config.chunk_frames == 9

@@ -39,11 +39,11 @@ def test_latent_cache_has_every_window(clips, tmp_path):
     summary = encode_cache(cfg, GenerateConfig(), progress=False)
     manifest = pd.read_parquet(clips)
     index = pd.read_parquet(tmp_path / "latents" / "index.parquet")
-    assert len(index) == summary["windows"] == 2 * len(manifest)  # 50 frames -> two 25-frame windows
+    assert len(index) == summary["windows"] == 5 * len(manifest)  # 50 frames -> five 9-frame windows
     cache = load_file(str(tmp_path / "latents" / "cache.safetensors"))
-    assert cache["latent"].shape == (len(index), 16, 7, 16, 16) and cache["latent"].dtype == torch.float16
-    assert cache["mask"].shape == (len(index), 1, 7, 16, 16) and set(cache["mask"].unique().tolist()) <= {0, 1}
-    assert cache["audio"].shape == (len(index), 7, 8, 320) and torch.isfinite(cache["audio"].float()).all()
+    assert cache["latent"].shape == (len(index), 16, 3, 16, 16) and cache["latent"].dtype == torch.float16
+    assert cache["mask"].shape == (len(index), 1, 3, 16, 16) and set(cache["mask"].unique().tolist()) <= {0, 1}
+    assert cache["audio"].shape == (len(index), 3, 8, 320) and torch.isfinite(cache["audio"].float()).all()
     assert 0.05 < cache["mask"].float().mean() < 0.9
     lat = cache["latent"].float()
     assert lat.mean().abs() < 0.5 and 0.3 < lat.std() < 3  # whitened by the codec fitted on these clips
@@ -71,7 +71,7 @@ def test_stage1_resumes_exactly_and_writes_a_pipeline(cache, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     pipe = TAVRPipeline.from_pretrained(straight.out)
-    assert pipe.config.chunk_frames == 25  # generation windows match the training windows
+    assert pipe.config.chunk_frames == 9  # generation windows match the training windows
 
 
 def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
