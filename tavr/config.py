@@ -339,9 +339,10 @@ class GateConfig:
     summary: str = "reports/bench/summary.json"
     candidate: str = "tavr"  # the method in the summary that is up for deployment
     baselines: tuple[str, ...] = ("image_raw", "image_adapted")  # the candidate must beat each on identity
-    identity_margin: float = 0.0  # ... by more than this
+    identity_metric: str = "id_top1"  # identification accuracy (chance: 1 / people); id_margin or identity (raw) also work
+    identity_margin: float = 0.0  # the 95% CI of (candidate - baseline) on it must lie above this
     lipsync_tolerance: float = 0.05  # its lip sync may trail a baseline's by at most this
-    min_identity: float = 0.3  # absolute floors
+    min_identity: float = 0.3  # absolute floors (min_identity applies to identity_metric: 3x chance for 10 people)
     min_lipsync: float = 0.1
     min_face_rate: float = 0.5
     min_bg_psnr: float = 15.0

@@ -108,6 +108,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     # training stages
     ("FlowStageConfig", "pairing"): one_of("same_scene", "cross_scene"),
     ("FlowStageConfig", "reference"): one_of("video", "image"),
+    ("GateConfig", "identity_metric"): one_of("id_top1", "id_margin", "identity"),
     ("BenchConfig", "protocol"): one_of("video", "raw", "adapted", "wrong_ref"),
     ("FlowStageConfig", "shift"): above(0),
     ("FlowStageConfig", "person_weight"): at_least(0),

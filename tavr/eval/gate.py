@@ -7,9 +7,12 @@ against thresholds in the `gate` params section:
 
     coverage     the candidate and every baseline scored every pair asked for (none missing, none
                  failed to decode), and no video is shorter than its driving audio
-    floors       identity, lip sync, face rate and background PSNR at least their minimum
-    baselines    identity above each baseline's by more than `identity_margin`; lip sync at most
-                 `lipsync_tolerance` below each baseline's
+    floors       identity (`identity_metric`, identification accuracy by default), lip sync, face
+                 rate and background PSNR at least their minimum
+    baselines    on evidence: the 95% paired-bootstrap CI of the candidate's identity minus each
+                 baseline's (the report's "differences", same pairs, same noise) lies above
+                 `identity_margin`; lip sync at most `lipsync_tolerance` below each baseline's.
+                 A summary without CIs falls back to the point estimates
     production   when a model is registered in `gate.production` (`tavr promote`), identity and lip
                  sync at most `max_regression` below the numbers it was promoted with (its
                  bench.json), measured on as many pairs
@@ -28,7 +31,7 @@ from pathlib import Path
 from tavr.config import GateConfig
 from tavr.files import write_json
 
-FLOORS = (("identity", "min_identity"), ("lipsync", "min_lipsync"), ("face_rate", "min_face_rate"), ("bg_psnr", "min_bg_psnr"))
+FLOORS = (("lipsync", "min_lipsync"), ("face_rate", "min_face_rate"), ("bg_psnr", "min_bg_psnr"))
 
 
 def _check(rows: list[dict], name: str, value, threshold: float, above: bool, text: str) -> None:
@@ -49,6 +52,10 @@ def _coverage(rows: list[dict], method: str, summary: dict) -> None:
     lost = ", ".join(f"{cov[k]} {k}" for k in ("missing", "failed", "short") if cov.get(k)) or "none lost"
     rows.append({"check": f"coverage_{method}", "value": cov["scored"], "threshold": asked, "ok": bool(ok),
                  "reason": f"{method} scored {cov['scored']} of {asked} pairs ({lost}) ({'ok' if ok else 'FAIL'})"})  # fmt: skip
+
+
+def _num(value) -> str:
+    return "not computed" if value is None else f"{value:.4f}"
 
 
 def load_production(directory: str | Path) -> dict | None:
@@ -72,6 +79,8 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
     checks: list[dict] = []
     for m in [cfg.candidate, *[b for b in cfg.baselines if b in methods]]:  # means over part of the pairs decide nothing
         _coverage(checks, m, summary)
+    ident = cfg.identity_metric
+    _check(checks, f"min_{ident}", cand.get(ident), cfg.min_identity, False, f"{cfg.candidate} {ident}")
     for metric, key in FLOORS:
         _check(checks, f"min_{metric}", cand.get(metric), getattr(cfg, key), False, f"{cfg.candidate} {metric}")
     for base in cfg.baselines:
@@ -80,8 +89,14 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
                            "reason": f"baseline {base} was not benchmarked, so it cannot be compared"})  # fmt: skip
             continue
         b = methods[base]
-        ident = None if cand.get("identity") is None or b.get("identity") is None else cand["identity"] - b["identity"]
-        _check(checks, f"identity_vs_{base}", ident, cfg.identity_margin, True, f"{cfg.candidate} identity minus {base}'s")
+        diff = summary.get("differences", {}).get(f"{cfg.candidate} - {base}", {}).get(ident)
+        if diff is not None:  # the lower end of the CI of the paired difference must clear the margin
+            low = diff["ci"][0]
+            _check(checks, f"{ident}_vs_{base}", low, cfg.identity_margin, True,
+                   f"{cfg.candidate} {ident} minus {base}'s: {_num(diff['diff'])} over {diff['n']} pairs, 95% CI lower end")  # fmt: skip
+        else:
+            point = None if cand.get(ident) is None or b.get(ident) is None else cand[ident] - b[ident]
+            _check(checks, f"{ident}_vs_{base}", point, cfg.identity_margin, True, f"{cfg.candidate} {ident} minus {base}'s (no CI)")
         sync = None if cand.get("lipsync") is None or b.get("lipsync") is None else cand["lipsync"] - b["lipsync"]
         _check(checks, f"lipsync_vs_{base}", sync, -cfg.lipsync_tolerance, False, f"{cfg.candidate} lip sync minus {base}'s")
     prod = None
@@ -91,7 +106,7 @@ def decide(summary: dict, cfg: GateConfig, production: dict | None = None) -> di
             checks.append({"check": "same_pairs", "value": summary.get("pairs"), "threshold": production.get("pairs"), "ok": False,
                            "reason": f"production was measured on {production.get('pairs')} pairs, the candidate on "
                                      f"{summary.get('pairs')}: not comparable"})  # fmt: skip
-        for metric in ("identity", "lipsync"):
+        for metric in (ident, "lipsync"):
             diff = None if cand.get(metric) is None or prod.get(metric) is None else cand[metric] - prod[metric]
             _check(checks, f"{metric}_vs_production", diff, -cfg.max_regression, False, f"{cfg.candidate} {metric} minus production's")
     passed = all(c["ok"] for c in checks)
