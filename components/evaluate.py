@@ -10,11 +10,13 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def bench(params: str, method: str, protocol: str, model: Input[Model], clips: Input[Dataset], results: Output[Dataset],
-          metrics: Output[Metrics]):
-    """`tavr bench` of one method (protocol video, raw, adapted or wrong_ref): videos, pairs.csv, summary.json."""
+          metrics: Output[Metrics], keep_ratio: float = 0.0, reference_audio: bool = True):
+    """`tavr bench` of one method (protocol video, raw, adapted or wrong_ref; keep_ratio 0 = the model's):
+    videos, pairs.csv, summary.json."""
     from tavr import steps
 
-    for name, value in steps.bench(params, method, protocol, model.path, clips.path, results.path).items():
+    for name, value in steps.bench(params, method, protocol, model.path, clips.path, results.path, keep_ratio,
+                                   reference_audio).items():  # fmt: skip
         metrics.log_metric(name, value)
 
 
@@ -29,13 +31,16 @@ def upper_bound(params: str, clips: Input[Dataset], results: Output[Dataset], me
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def report(params: str, tavr: Input[Dataset], image_raw: Input[Dataset], image_adapted: Input[Dataset],
-           tavr_wrong_ref: Input[Dataset], upper_bound: Input[Dataset], clips: Input[Dataset],
-           folder: Output[Dataset], page: Output[HTML], metrics: Output[Metrics]):  # fmt: skip
-    """The report folder (index.html, summary.json, plots, videos) and the page with its plots inlined, for the UI."""
+           tavr_stage1: Input[Dataset], tavr_stage2: Input[Dataset], tavr_keep025: Input[Dataset],
+           tavr_no_ref_audio: Input[Dataset], tavr_wrong_ref: Input[Dataset], upper_bound: Input[Dataset],
+           clips: Input[Dataset], folder: Output[Dataset], page: Output[HTML], metrics: Output[Metrics]):  # fmt: skip
+    """The report folder (index.html, summary.json, claims.md, plots, videos) and the page with its plots inlined, for the UI."""
     from tavr import steps
 
     results = {"tavr": tavr.path, "image_raw": image_raw.path, "image_adapted": image_adapted.path,
-               "tavr_wrong_ref": tavr_wrong_ref.path, "upper_bound": upper_bound.path}  # fmt: skip
+               "tavr_stage1": tavr_stage1.path, "tavr_stage2": tavr_stage2.path, "tavr_keep025": tavr_keep025.path,
+               "tavr_no_ref_audio": tavr_no_ref_audio.path, "tavr_wrong_ref": tavr_wrong_ref.path,
+               "upper_bound": upper_bound.path}  # fmt: skip
     for name, value in steps.report(params, results, clips.path, folder.path).items():
         metrics.log_metric(name, value)
     steps.inline_page(folder.path, page.path)

@@ -50,7 +50,7 @@ def build(kf: KubeflowConfig = KUBEFLOW):
                                  previous=s1.outputs["model"]), f"{prefix}stage2", training=True)  # fmt: skip
         s3 = _step(c.rl_stage(params=params, section=f"{prefix}stage3", runs=runs, latents=latents, clips=clips,
                               previous=s2.outputs["model"]), f"{prefix}stage3", training=True)  # fmt: skip
-        return s3.outputs["model"]
+        return s1.outputs["model"], s2.outputs["model"], s3.outputs["model"]
 
     @dsl.pipeline(name="tavr", description="TAVR: data to a deployed talking-avatar model, gated by the cross-scene benchmark.")
     def tavr_pipeline(params: str = PARAMS, sources: str = kf.sources, repo: str = kf.repo,
@@ -64,12 +64,18 @@ def build(kf: KubeflowConfig = KUBEFLOW):
         latents = _step(c.latents(params=params, clips=clips, vae=codec.outputs["model"]), "latents", training=True)
         cache, vae_model = latents.outputs["cache"], codec.outputs["model"]
 
-        tavr = _model_chain(params, runs, "", cache, vae_model, clips)
-        image = _model_chain(params, runs, "image_", cache, vae_model, clips)
+        tavr_s1, tavr_s2, tavr = _model_chain(params, runs, "", cache, vae_model, clips)
+        _, _, image = _model_chain(params, runs, "image_", cache, vae_model, clips)
         results = {}
-        for method, protocol, model in (("tavr", "video", tavr), ("image_raw", "raw", image), ("image_adapted", "adapted", image),
-                                        ("tavr_wrong_ref", "wrong_ref", tavr)):  # fmt: skip
-            task = c.bench(params=params, method=method, protocol=protocol, model=model, clips=clips)
+        methods = (  # (name, protocol, model, keep_ratio (0 = the model's), reference audio): as in dvc.yaml's bench stages
+            ("tavr", "video", tavr, 0.0, True), ("image_raw", "raw", image, 0.0, True), ("image_adapted", "adapted", image, 0.0, True),
+            ("tavr_stage1", "video", tavr_s1, 0.0, True), ("tavr_stage2", "video", tavr_s2, 0.0, True),
+            ("tavr_keep025", "video", tavr, 0.25, True), ("tavr_no_ref_audio", "video", tavr, 0.0, False),
+            ("tavr_wrong_ref", "wrong_ref", tavr, 0.0, True),
+        )  # fmt: skip
+        for method, protocol, model, keep, audio in methods:
+            task = c.bench(params=params, method=method, protocol=protocol, model=model, clips=clips, keep_ratio=keep,
+                           reference_audio=audio)  # fmt: skip
             results[method] = _step(task, f"bench {method}").outputs["results"]
         results["upper_bound"] = _step(c.upper_bound(params=params, clips=clips), "upper bound").outputs["results"]
         report = _step(c.report(params=params, clips=clips, **results), "report")

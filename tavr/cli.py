@@ -329,6 +329,9 @@ def bench(
     method: Annotated[Optional[str], typer.Option(help="name in the summary and report (default: bench.method)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="reference given: video | raw (its first frame) | adapted "
                                                          "(that frame put in the target scene) | wrong_ref (another person's video: the lower bound); default: bench.protocol")] = None,
+    keep_ratio: Annotated[Optional[float], typer.Option(help="share of reference tokens kept (default: the model's)")] = None,
+    reference_audio: Annotated[bool, typer.Option("--reference-audio/--no-reference-audio",
+                                                  help="give the reference's own audio (off: the claims' ablation)")] = True,
     params: ParamsOpt = None,
 ) -> None:
     """Generate every bench pair with a pipeline, save the mp4s, score them (pairs.csv, summary.json)."""
@@ -349,7 +352,7 @@ def bench(
         try:
             summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit if limit is None else limit,
                                 cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"),
-                                protocol or cfg.protocol, cfg.frames)  # fmt: skip
+                                protocol or cfg.protocol, cfg.frames, keep_ratio, reference_audio, cfg.gallery)  # fmt: skip
         except (FileNotFoundError, ValueError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
@@ -464,6 +467,24 @@ def _print_bench(summary: dict, out: Path) -> None:
     console.print(f"wrote {out / 'pairs.csv'}, {out / 'summary.json'}")
 
 
+@bench_app.command("gallery")
+def bench_gallery(
+    pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="gallery file (default: bench.gallery)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Embed every bench person's reference clips once: the gallery every method is identified against."""
+    from tavr.eval.benchmark import write_gallery
+
+    cfg = _config(params).bench
+    try:
+        info = write_gallery(pairs or cfg.pairs, out or cfg.gallery, identity_frames=cfg.identity_frames)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    console.print(f"wrote {info['out']}: {info['people']} people")
+
+
 @bench_app.command("score")
 def bench_score(
     out: Annotated[Path, typer.Option(help="output folder for pairs.csv and summary.json")],
@@ -483,7 +504,8 @@ def bench_score(
         raise typer.Exit(2)
     try:
         summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit if limit is None else limit,
-                            identity_frames=cfg.identity_frames, max_offset=cfg.max_offset, frames=cfg.frames)  # fmt: skip
+                            identity_frames=cfg.identity_frames, max_offset=cfg.max_offset, frames=cfg.frames,
+                            gallery_file=cfg.gallery)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

@@ -327,8 +327,10 @@ class BenchConfig:
     seed: int = 0  # pair i is generated with seed + i (the same noise for every method)
     identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)
     max_offset: int = 3  # lip-sync offsets searched, in frames either way
+    gallery: str = "reports/bench/gallery.npz"  # every bench person's embedding (`tavr bench gallery`), read by every method
     report: str = "reports/bench"  # the report's folder: <method>/ results in, index.html + summary.json out
-    methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted", "tavr_wrong_ref", "upper_bound")  # report columns, in order
+    methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted", "tavr_stage1", "tavr_stage2", "tavr_keep025",
+                                "tavr_no_ref_audio", "tavr_wrong_ref", "upper_bound")  # report columns, in order
     grid_pairs: int = 6  # pairs shown as frame grids in the report
 
 

@@ -175,14 +175,17 @@ def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], o
     return _numbers(json.loads((Path(out) / "metrics.json").read_text()))
 
 
-def bench(params: str, method: str, protocol: str, model: str, clips: str, out: str) -> dict:
-    """One method on the bench pairs (`tavr bench`); `out` gets pairs.csv, summary.json, videos/."""
+def bench(params: str, method: str, protocol: str, model: str, clips: str, out: str, keep_ratio: float = 0.0,
+          reference_audio: bool = True) -> dict:  # fmt: skip
+    """One method on the bench pairs (`tavr bench`); `out` gets pairs.csv, summary.json, videos/.
+    keep_ratio 0 = the model's own; keep_ratio and reference_audio False are the claims' ablations."""
     from tavr.eval.benchmark import generate
     from tavr.pipeline import TAVRPipeline
 
     cfg = config(params).bench
     summary = generate(TAVRPipeline.from_pretrained(model), Path(clips) / PAIRS, out, cfg.steps, cfg.limit, cfg.seed,
-                       method, cfg.identity_frames, cfg.max_offset, protocol=protocol, frames=cfg.frames)  # fmt: skip
+                       method, cfg.identity_frames, cfg.max_offset, protocol=protocol, frames=cfg.frames,
+                       keep_ratio=keep_ratio or None, reference_audio=reference_audio)  # fmt: skip
     return _numbers(summary["metrics"])
 
 

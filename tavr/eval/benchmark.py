@@ -30,6 +30,7 @@ as lost coverage (tavr.eval.gate).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from tavr.data.synth import load_masks
 from tavr.data.video import VideoError, read_audio, read_video, write_video
 from tavr.eval import metrics
 from tavr.eval.adapt import adapt_reference
-from tavr.files import write_json
+from tavr.files import sha256, write_json
 
 METRICS = ("id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate")
 GALLERY_CLIPS = 2  # reference clips per person whose embeddings make its gallery entry
@@ -150,26 +151,47 @@ def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     return summary
 
 
-def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25) -> tuple[Path, list[dict], metrics.Gallery | None]:
-    """(root, the first `limit` pairs, the gallery of every person in the file)."""
+def write_gallery(pairs_file: str | Path, out: str | Path, fps: int = 25, identity_frames: int = 4) -> dict:
+    """`tavr bench gallery`: the gallery of every person of the pairs file, once for every method."""
+    root, pairs = load_pairs(pairs_file)
+    people = gallery(root, pairs, fps, identity_frames)
+    if people is None:
+        raise ValueError(f"{pairs_file} shows fewer than 2 people: there is nobody to tell apart")
+    people.save(out, sha256(pairs_file))
+    return {"people": len(people.people), "out": str(out)}
+
+
+def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25,
+           gallery_file: str | Path | None = None) -> tuple[Path, list[dict], metrics.Gallery | None]:  # fmt: skip
+    """(root, the first `limit` pairs, the gallery of every person in the file: read from `gallery_file`
+    when it was made from this very pairs file, else computed)."""
     root, pairs = load_pairs(path)
     if not pairs:
         raise ValueError(f"{path} holds no pairs")
-    everyone = gallery(root, pairs, fps, identity_frames)
+    everyone = None
+    if gallery_file and Path(gallery_file).is_file():
+        everyone, source = metrics.Gallery.load(gallery_file)
+        if source != sha256(path):
+            warnings.warn(f"{gallery_file} was made from another pairs file than {path}: computing the gallery again")
+            everyone = None
+    if everyone is None:
+        everyone = gallery(root, pairs, fps, identity_frames)
     return root, (pairs[:limit] if limit > 0 else pairs), everyone
 
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,
              seed: int = 0, method: str = "tavr", identity_frames: int = 4, max_offset: int = 3,
-             progress: Callable[[int, int], None] | None = None, protocol: str = "video", frames: int = 0) -> dict:
+             progress: Callable[[int, int], None] | None = None, protocol: str = "video", frames: int = 0,
+             keep_ratio: float | None = None, reference_audio: bool = True, gallery_file: str | Path | None = None) -> dict:
     """Generate the first `frames` frames (0 = all) of every pair with `pipeline` (a TAVRPipeline) given
     the reference of `protocol` (see reference_input), save and score it. Image protocols also save the image
-    given, as inputs/<pair_id>.png. Identity is always scored against the whole reference video."""
+    given, as inputs/<pair_id>.png. Identity is always scored against the whole reference video.
+    `keep_ratio` (default: the model's) and `reference_audio` False are the claims' ablations."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     out = Path(out)
     gen = pipeline.config
-    root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps)
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps, gallery_file)
     rows = []
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
@@ -177,12 +199,14 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
         ref_audio = inputs["reference_audio"]
         if protocol == "wrong_ref":  # another person's video and voice; scored against this pair's person
             inputs["wrong_reference"], ref_audio = wrong_reference(root, pairs, i, gen.fps, gen.audio_rate)
+        if not reference_audio:
+            ref_audio = np.zeros(0, np.float32)  # an empty track: the pipeline generates without reference audio
         reference = reference_input(protocol, root, pair, inputs)
         if reference.ndim == 3:
             (out / "inputs").mkdir(parents=True, exist_ok=True)
             Image.fromarray(reference).save(out / "inputs" / f"{pair['pair_id']}.png")
         result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=ref_audio,
-                          background_mask=inputs["mask"], num_steps=steps, seed=seed + i)  # fmt: skip
+                          background_mask=inputs["mask"], num_steps=steps, keep_ratio=keep_ratio, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
         scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(result.frames),
@@ -195,14 +219,15 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
 
 
 def score_dir(pred_dir: str | Path | None, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,
-              fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3, frames: int = 0) -> dict:
+              fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3, frames: int = 0,
+              gallery_file: str | Path | None = None) -> dict:
     """Score <pred_dir>/<pair_id>.mp4 for every pair (another method's outputs) against the pair's first
     `frames` frames and their audio (0 = the whole pair); a video that cannot be read is a failed pair.
     pred_dir None scores every pair's own target clip: the upper bound any method could reach."""
     out = Path(out)
     if pred_dir is not None and not Path(pred_dir).is_dir():
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
-    root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps)
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps, gallery_file)
     rows, missing, failed = [], [], []
     for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
         path = root / pair["target"] if pred_dir is None else Path(pred_dir) / f"{pair['pair_id']}.mp4"

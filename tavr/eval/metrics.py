@@ -78,6 +78,18 @@ class Gallery:
             raise ValueError(f"a gallery needs at least 2 people; got {len(people)}")
         return cls(tuple(people), np.stack(embs).astype(np.float32))
 
+    def save(self, path, source: str = "") -> None:
+        """An .npz of the people, their embeddings and `source` (the sha256 of the pairs file it came from)."""
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, people=np.array(self.people), embeddings=self.embeddings, source=np.array(source))
+
+    @classmethod
+    def load(cls, path) -> tuple[Gallery, str]:
+        with np.load(path) as f:
+            return cls(tuple(str(p) for p in f["people"]), f["embeddings"].astype(np.float32)), str(f["source"])
+
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Centred cosine (P,) of one embedding (128,) to every person."""
         centre = self.embeddings.mean(axis=0)

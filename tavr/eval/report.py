@@ -11,6 +11,7 @@ Reads <dir>/<method>/summary.json and pairs.csv for each method of `bench.method
                      "differences": {"<first method> - <other>": {metric: {"diff", "ci", "n"}}}}: the
                      file `dvc metrics` and the gate read; CIs are paired-bootstrap 95% (tavr.eval.stats)
     summary.md      the summary table in markdown (for a pull request or `dvc metrics diff --md`)
+    claims.md       the paper's claims, each a paired difference with its CI (tavr.eval.claims)
     index.html      summary table (best value per metric in bold), bar plots, frame grids for the
                     first `grid_pairs` pairs, the per-pair table with links to every video
     plots/metrics.png, plots/<pair_id>.png
@@ -33,7 +34,7 @@ from PIL import Image, ImageDraw
 from tavr.data.pairs import load_pairs
 from tavr.data.synth import load_masks
 from tavr.data.video import read_video
-from tavr.eval import stats
+from tavr.eval import claims, stats
 from tavr.eval.benchmark import METRICS
 from tavr.files import write_json
 
@@ -188,6 +189,14 @@ def render_html(summary: dict, tables: dict[str, pd.DataFrame], grids: list[str]
         parts.append(f"<p><b>Not benchmarked:</b> {html.escape(', '.join(missing))}</p>")
     parts += ["<h2>Summary</h2>", _table(["method", "protocol", "pairs", *[LABELS[k] for k in METRICS]], rows),
               "<img src='plots/metrics.png' alt='metrics per method'>"]  # fmt: skip
+    if summary.get("claims"):
+        body = [[html.escape(r["claim"]), html.escape(f"{r['a']} {'/' if r['metric'] == 'seconds' else '-'} {r['b']}"),
+                 html.escape(r["metric"]), _fmt(r["diff"]),
+                 "" if r["ci"][0] is None else f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"]), html.escape(r["verdict"])]
+                for r in summary["claims"]]  # fmt: skip
+        parts += ["<h2>The paper's claims</h2><p>Paired differences on the pairs both methods scored, with paired-bootstrap "
+                  "95% confidence intervals; a claim holds when its interval lies on its side of 0.</p>",
+                  _table(["claim", "difference", "metric", "value", "95% CI", "pairs", "verdict"], body)]  # fmt: skip
     if grids:
         parts.append("<h2>Frames</h2>")
         parts += [f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(p)}.png' alt='{html.escape(p)}'>" for p in grids]
@@ -235,6 +244,9 @@ def build_report(directory: str | Path, methods: list[str] | tuple[str, ...], pa
         for pair in [p for p in pairs if p["pair_id"] in benched][:grid_pairs]:
             frame_grid(pair, root, directory, list(summaries), directory / "plots" / f"{pair['pair_id']}.png")
             grids.append(pair["pair_id"])
+    rows = claims.evaluate(tables)
+    summary["claims"] = rows
+    (directory / "claims.md").write_text(claims.markdown(rows, summary["pairs"]))
     (directory / "index.html").write_text(render_html(summary, tables, grids, missing))
     (directory / "summary.md").write_text(markdown(summary))
     write_json(directory / "summary.json", summary, indent=1)

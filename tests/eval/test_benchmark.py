@@ -105,3 +105,25 @@ def test_a_video_model_refuses_a_single_frame_and_unknown_protocols_are_errors(b
         generate(pipe, bench / "bench_pairs.json", tmp_path, steps=1, protocol="raw")
     with pytest.raises(ValueError, match="protocol"):
         generate(pipe, bench / "bench_pairs.json", tmp_path, steps=1, protocol="sketch")
+
+
+def test_the_gallery_is_written_once_and_refused_for_another_pairs_file(bench, tmp_path):
+    from tavr.eval.benchmark import write_gallery
+    from tavr.eval.metrics import Gallery
+
+    info = write_gallery(bench / "bench_pairs.json", tmp_path / "gallery.npz", identity_frames=1)
+    gallery, source = Gallery.load(tmp_path / "gallery.npz")
+    assert info["people"] == len(gallery.people) == 2 and len(source) == 64
+    pred = tmp_path / "truth"
+    pred.mkdir()
+    for k in range(2):
+        shutil.copy(bench / "clips" / f"id{k}" / "tgt.mp4", pred / f"pair{k:03d}.mp4")
+    first = score_dir(pred, bench / "bench_pairs.json", tmp_path / "a", identity_frames=1, gallery_file=tmp_path / "gallery.npz")
+    assert first["metrics"]["id_top1"] == 1.0
+    other = bench / "other_pairs.json"  # beside the original: its clips root is relative to the file
+    other.write_text((bench / "bench_pairs.json").read_text().replace('"count"', '"count" ', 1))  # other bytes, same pairs
+    try:
+        with pytest.warns(UserWarning, match="another pairs file"):
+            score_dir(pred, other, tmp_path / "b", identity_frames=1, gallery_file=tmp_path / "gallery.npz")
+    finally:
+        other.unlink()

@@ -38,14 +38,20 @@ def chain(tiny_params, tmp_path_factory):
                                   previous=a[f"{prefix}s1"])  # fmt: skip
         c.rl_stage.python_func(params=tiny_params, section=f"{prefix}stage3", runs="", latents=a["cache"], clips=a["clips"],
                                previous=a[f"{prefix}s2"], model=out(Model, f"{prefix}s3"), metrics=out(Metrics, f"{prefix}s3_m"))  # fmt: skip
-    for method, protocol, model in (("tavr", "video", "s3"), ("image_raw", "raw", "image_s3"), ("image_adapted", "adapted", "image_s3"),
-                                    ("tavr_wrong_ref", "wrong_ref", "s3")):  # fmt: skip
+    methods = (("tavr", "video", "s3", 0.0, True), ("image_raw", "raw", "image_s3", 0.0, True),
+               ("image_adapted", "adapted", "image_s3", 0.0, True), ("tavr_stage1", "video", "s1", 0.0, True),
+               ("tavr_stage2", "video", "s2", 0.0, True), ("tavr_keep025", "video", "s3", 0.25, True),
+               ("tavr_no_ref_audio", "video", "s3", 0.0, False), ("tavr_wrong_ref", "wrong_ref", "s3", 0.0, True))  # fmt: skip
+    for method, protocol, model, keep, audio in methods:
         c.bench.python_func(params=tiny_params, method=method, protocol=protocol, model=a[model], clips=a["clips"],
-                            results=out(Dataset, f"bench_{method}"), metrics=out(Metrics, f"bench_{method}_m"))  # fmt: skip
+                            results=out(Dataset, f"bench_{method}"), metrics=out(Metrics, f"bench_{method}_m"),
+                            keep_ratio=keep, reference_audio=audio)  # fmt: skip
     c.upper_bound.python_func(params=tiny_params, clips=a["clips"], results=out(Dataset, "bench_upper_bound"),
                               metrics=out(Metrics, "bench_upper_bound_m"))  # fmt: skip
     c.report.python_func(params=tiny_params, tavr=a["bench_tavr"], image_raw=a["bench_image_raw"],
-                         image_adapted=a["bench_image_adapted"], tavr_wrong_ref=a["bench_tavr_wrong_ref"],
+                         image_adapted=a["bench_image_adapted"], tavr_stage1=a["bench_tavr_stage1"],
+                         tavr_stage2=a["bench_tavr_stage2"], tavr_keep025=a["bench_tavr_keep025"],
+                         tavr_no_ref_audio=a["bench_tavr_no_ref_audio"], tavr_wrong_ref=a["bench_tavr_wrong_ref"],
                          upper_bound=a["bench_upper_bound"], clips=a["clips"], folder=out(Dataset, "report"),
                          page=out(HTML, "page"), metrics=out(Metrics, "report_m"))  # fmt: skip
     a["passed"] = c.gate.python_func(params=tiny_params, production="", report=a["report"], decision=out(Artifact, "decision"),
@@ -72,7 +78,11 @@ def test_training_steps_chain_through_their_artifacts(chain):
 
 def test_evaluation_steps_report_decide_and_export(chain):
     summary = json.loads(open(f"{chain['report'].path}/summary.json").read())
-    assert list(summary["methods"]) == ["tavr", "image_raw", "image_adapted", "tavr_wrong_ref", "upper_bound"] and summary["pairs"] == 2
+    assert list(summary["methods"]) == ["tavr", "image_raw", "image_adapted", "tavr_stage1", "tavr_stage2", "tavr_keep025",
+                                        "tavr_no_ref_audio", "tavr_wrong_ref", "upper_bound"] and summary["pairs"] == 2
+    claims = open(f"{chain['report'].path}/claims.md").read()
+    assert "| a video reference beats a raw reference image | tavr - image_raw | id_top1 |" in claims
+    assert all(not r["verdict"].startswith("not run") for r in summary["claims"])  # every claim's methods ran
     assert summary["methods"]["upper_bound"]["face_rate"] == 1.0  # the targets themselves
     page = open(chain["page"].path).read()
     assert "data:image/png;base64," in page and "src='plots/" not in page  # one self-contained file for the UI

@@ -57,7 +57,8 @@ def test_a_local_run_ends_with_the_decision_and_the_export(tiny_params, tmp_path
     paths = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if line.split(": ")[0] in
                  ("decision", "exported", "report"))  # fmt: skip
     decision = json.loads(open(paths["decision"]).read())
-    assert decision["pass"] is False and any("identity" in r for r in decision["reasons"])
+    assert decision["pass"] is False and any("id_top1" in r for r in decision["reasons"])
     assert json.loads(open(f"{paths['exported']}/export.json").read())["exported"] is False
     summary = json.loads(open(f"{paths['report']}/summary.json").read())
-    assert set(summary["methods"]) == {"tavr", "image_raw", "image_adapted"}
+    assert set(summary["methods"]) == {"tavr", "image_raw", "image_adapted", "tavr_stage1", "tavr_stage2", "tavr_keep025",
+                                       "tavr_no_ref_audio", "tavr_wrong_ref", "upper_bound"}

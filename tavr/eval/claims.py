@@ -1,0 +1,93 @@
+"""The paper's claims as one table: each a paired difference between two benchmark methods, with its CI.
+
+    claim                                           difference                          metrics
+    a video reference beats a raw image             tavr - image_raw                    identification, margin, lip sync
+    ... and an image adapted to the scene           tavr - image_adapted                identification, margin, lip sync
+    RL (stage 3) improves on stage 2                tavr - tavr_stage2                  identification, margin
+    cross-scene stage 2 improves on stage 1         tavr_stage2 - tavr_stage1           identification, margin
+    keeping 25% of reference tokens keeps identity  tavr_keep025 - tavr                 identification, margin (~0 is the claim)
+    ... and saves time                              tavr_keep025 / tavr                 seconds per pair (a ratio)
+    the reference's own audio helps lip sync        tavr - tavr_no_ref_audio            lip sync
+    the reference is used at all (the control)      tavr - tavr_wrong_ref               identification, margin
+
+Each difference is computed on the pairs both methods scored, with a paired-bootstrap 95% CI
+(tavr.eval.stats). A claim whose methods were not benchmarked is listed as not run, never guessed.
+A claim holds when the CI lies on its side of 0 (for keep 0.25: when the CI of the identity loss
+stays within `KEEP_TOLERANCE`), and is undecided when the CI straddles it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tavr.eval.stats import paired_difference
+
+KEEP_TOLERANCE = 0.1  # identification may drop at most this much for keep 0.25 to "keep identity"
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    a: str
+    b: str
+    metrics: tuple[str, ...]
+    kind: str = "greater"  # greater: a > b | same: |a - b| small | ratio: seconds of a over b
+
+
+CLAIMS = (
+    Claim("a video reference beats a raw reference image", "tavr", "image_raw", ("id_top1", "id_margin", "lipsync")),
+    Claim("a video reference beats an image adapted to the target scene", "tavr", "image_adapted", ("id_top1", "id_margin", "lipsync")),
+    Claim("RL on identity (stage 3) improves on stage 2", "tavr", "tavr_stage2", ("id_top1", "id_margin")),
+    Claim("cross-scene fine-tuning (stage 2) improves on stage 1", "tavr_stage2", "tavr_stage1", ("id_top1", "id_margin")),
+    Claim("keeping 25% of the reference tokens keeps identity", "tavr_keep025", "tavr", ("id_top1", "id_margin"), "same"),
+    Claim("keeping 25% of the reference tokens saves time", "tavr_keep025", "tavr", ("seconds",), "ratio"),
+    Claim("the reference's own audio improves lip sync", "tavr", "tavr_no_ref_audio", ("lipsync",)),
+    Claim("the model uses its reference (control: another person's)", "tavr", "tavr_wrong_ref", ("id_top1", "id_margin")),
+)
+
+
+def _verdict(claim: Claim, diff: dict) -> str:
+    lo, hi = diff["ci"]
+    if lo is None:
+        return "not computed"
+    if claim.kind == "same":
+        return "holds" if lo > -KEEP_TOLERANCE else ("fails" if hi < -KEEP_TOLERANCE else "undecided")
+    return "holds" if lo > 0 else ("fails" if hi < 0 else "undecided")
+
+
+def evaluate(tables: dict[str, pd.DataFrame], seed: int = 0) -> list[dict]:
+    """One row per (claim, metric): {"claim", "a", "b", "metric", "diff", "ci", "n", "verdict"}."""
+    rows = []
+    for claim in CLAIMS:
+        for metric in claim.metrics:
+            row = {"claim": claim.text, "a": claim.a, "b": claim.b, "metric": metric}
+            if claim.a not in tables or claim.b not in tables:
+                missing = [m for m in (claim.a, claim.b) if m not in tables]
+                rows.append({**row, "diff": None, "ci": [None, None], "n": 0, "verdict": f"not run ({', '.join(missing)} not benchmarked)"})
+                continue
+            a, b = tables[claim.a].set_index("pair_id"), tables[claim.b].set_index("pair_id")
+            ids = sorted(set(a.index) & set(b.index))
+            if claim.kind == "ratio":
+                ratio = float(a.loc[ids, metric].mean() / b.loc[ids, metric].mean()) if ids else None
+                verdict = "not computed" if ratio is None else ("holds" if ratio < 1 else "fails")
+                rows.append({**row, "diff": ratio, "ci": [None, None], "n": len(ids), "verdict": verdict})
+                continue
+            diff = paired_difference(a.loc[ids, metric].tolist(), b.loc[ids, metric].tolist(), seed=seed)
+            rows.append({**row, **diff, "verdict": _verdict(claim, diff)})
+    return rows
+
+
+def markdown(rows: list[dict], pairs: int) -> str:
+    def num(v):
+        return "n/a" if v is None else f"{v:+.3f}"
+
+    lines = [f"The paper's claims on the cross-scene benchmark ({pairs} pairs; paired-bootstrap 95% CIs)", "",
+             "| claim | difference | metric | value | 95% CI | pairs | verdict |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        op = "/" if r["metric"] == "seconds" else "-"
+        value = "n/a" if r["diff"] is None else (f"{r['diff']:.2f}x" if op == "/" else num(r["diff"]))
+        ci = "" if r["ci"][0] is None else f"[{num(r['ci'][0])}, {num(r['ci'][1])}]"
+        lines.append(f"| {r['claim']} | {r['a']} {op} {r['b']} | {r['metric']} | {value} | {ci} | {r['n']} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,42 @@
+"""The claims table: differences with CIs on recorded per-pair scores, verdicts on the CI's side of 0,
+and claims whose methods did not run listed as such."""
+
+import numpy as np
+import pandas as pd
+
+from tavr.eval.claims import evaluate, markdown
+
+
+def _table(top1, lipsync, seconds=1.0):
+    n = len(top1)
+    return pd.DataFrame({"pair_id": [f"pair{i:03d}" for i in range(n)], "id_top1": top1, "id_margin": np.asarray(top1) - 0.5,
+                         "lipsync": lipsync, "seconds": seconds})  # fmt: skip
+
+
+def test_claims_follow_the_confidence_intervals():
+    rng = np.random.default_rng(0)
+    base = (rng.random(40) < 0.3).astype(float)
+    tavr = np.maximum(base, (rng.random(40) < 0.7).astype(float))
+    sync = rng.normal(0.5, 0.1, 40)
+    tables = {
+        "tavr": _table(tavr, sync + 0.1, seconds=2.0),
+        "image_raw": _table(base, sync),
+        "image_adapted": _table(tavr, sync + 0.1),  # as good as tavr: undecided
+        "tavr_keep025": _table(tavr, sync + 0.1, seconds=0.8),
+    }
+    rows = evaluate(tables)
+
+    def row(start, metric):
+        return next(r for r in rows if r["claim"].startswith(start) and r["metric"] == metric)
+
+    raw = row("a video reference beats a raw", "id_top1")
+    assert raw["verdict"] == "holds" and raw["ci"][0] > 0 and raw["n"] == 40
+    assert row("a video reference beats a raw", "lipsync")["verdict"] == "holds"
+    assert row("a video reference beats an image", "id_top1")["verdict"] == "undecided"
+    assert row("keeping 25% of the reference tokens keeps", "id_top1")["verdict"] == "holds"  # the same identity
+    speed = row("keeping 25% of the reference tokens saves", "seconds")
+    assert speed["diff"] == 0.4 and speed["verdict"] == "holds"
+    rl = row("RL on identity (stage 3)", "id_top1")
+    assert rl["verdict"].startswith("not run") and "tavr_stage2" in rl["verdict"]
+    text = markdown(evaluate(tables), 40)
+    assert "| a video reference beats a raw reference image | tavr - image_raw | id_top1 |" in text and "0.40x" in text
