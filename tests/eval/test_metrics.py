@@ -77,7 +77,9 @@ def test_stability_measures_change_inside_the_face_box():
 def test_score_video_of_the_target_itself(clips):
     a, _ = clips
     scores = metrics.score_video(a.frames, a.frames, a.frames, a.masks, a.audio, 16000, 25, identity_frames=2)
-    assert set(scores) == {"identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate", "fid", "fvd"}
+    assert set(scores) == {"id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability",
+                           "face_rate", "fid", "fvd"}
+    assert scores["id_top1"] is None and scores["id_margin"] is None  # no gallery given: nobody to identify against
     assert scores["face_rate"] == 1.0 and scores["identity"] > 0.99 and scores["bg_psnr"] == 100.0
     assert scores["lipsync"] > 0.5 and scores["lipsync_offset"] == 0
     assert scores["stability"] > 0 and scores["fid"] is None and scores["fvd"] is None
