@@ -15,7 +15,8 @@ result with the reference (identity), the audio (lip sync) and the target scene 
 person (background).
 
 Writes, under DIR:
-    pairs.csv       one row per pair: pair_id, identity (person), every metric, seconds
+    pairs.csv       one row per pair: pair_id, identity (person), every metric, frames, audio_frames,
+                    gen_seconds (the pipeline call; empty for scored videos), seconds (with scoring)
     summary.json    {"method", "pairs", "scored", "missing": [pair_id, ...], "failed": [{"pair_id", "reason"}],
                     "short": [pair_id, ...], "metrics": {name: mean}} (+ "protocol" when generated)
     videos/         <pair_id>.mp4 (generation only)
@@ -142,7 +143,7 @@ def summarize(rows: list[dict], method: str, missing: list[str], failed: list[di
 
 def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["pair_id", "person", *METRICS, "frames", "audio_frames", "seconds"]
+    columns = ["pair_id", "person", *METRICS, "frames", "audio_frames", "gen_seconds", "seconds"]
     frame = pd.DataFrame(rows, columns=columns)
     tmp = out / "pairs.csv.tmp"
     frame.to_csv(tmp, index=False)
@@ -210,7 +211,8 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
         scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(result.frames),
-                     "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
+                     "audio_frames": inputs["audio_frames"], "gen_seconds": result.seconds,
+                     "seconds": time.perf_counter() - start})  # fmt: skip
         if progress:
             progress(i + 1, len(pairs))
     summary = summarize(rows, method, [])

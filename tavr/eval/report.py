@@ -190,7 +190,7 @@ def render_html(summary: dict, tables: dict[str, pd.DataFrame], grids: list[str]
     parts += ["<h2>Summary</h2>", _table(["method", "protocol", "pairs", *[LABELS[k] for k in METRICS]], rows),
               "<img src='plots/metrics.png' alt='metrics per method'>"]  # fmt: skip
     if summary.get("claims"):
-        body = [[html.escape(r["claim"]), html.escape(f"{r['a']} {'/' if r['metric'] == 'seconds' else '-'} {r['b']}"),
+        body = [[html.escape(r["claim"]), html.escape(f"{r['a']} {'/' if r['metric'].endswith('seconds') else '-'} {r['b']}"),
                  html.escape(r["metric"]), _fmt(r["diff"]),
                  "" if r["ci"][0] is None else f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"]), html.escape(r["verdict"])]
                 for r in summary["claims"]]  # fmt: skip

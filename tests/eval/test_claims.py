@@ -10,7 +10,7 @@ from tavr.eval.claims import evaluate, markdown
 def _table(top1, lipsync, seconds=1.0):
     n = len(top1)
     return pd.DataFrame({"pair_id": [f"pair{i:03d}" for i in range(n)], "id_top1": top1, "id_margin": np.asarray(top1) - 0.5,
-                         "lipsync": lipsync, "seconds": seconds})  # fmt: skip
+                         "lipsync": lipsync, "gen_seconds": seconds, "face_rate": 1.0})  # fmt: skip
 
 
 def test_claims_follow_the_confidence_intervals():
@@ -34,9 +34,16 @@ def test_claims_follow_the_confidence_intervals():
     assert row("a video reference beats a raw", "lipsync")["verdict"] == "holds"
     assert row("a video reference beats an image", "id_top1")["verdict"] == "undecided"
     assert row("keeping 25% of the reference tokens keeps", "id_top1")["verdict"] == "holds"  # the same identity
-    speed = row("keeping 25% of the reference tokens saves", "seconds")
+    speed = row("keeping 25% of the reference tokens saves", "gen_seconds")
     assert speed["diff"] == 0.4 and speed["verdict"] == "holds"
     rl = row("RL on identity (stage 3)", "id_top1")
     assert rl["verdict"].startswith("not run") and "tavr_stage2" in rl["verdict"]
     text = markdown(evaluate(tables), 40)
     assert "| a video reference beats a raw reference image | tavr - image_raw | id_top1 |" in text and "0.40x" in text
+
+
+def test_zeros_against_zeros_prove_nothing():
+    blank = _table([0.0] * 10, [0.0] * 10).assign(face_rate=0.0)
+    rows = evaluate({"tavr": blank, "tavr_keep025": blank})
+    keep = next(r for r in rows if r["claim"].startswith("keeping 25% of the reference tokens keeps") and r["metric"] == "id_top1")
+    assert keep["verdict"] == "not testable: neither method drew a face"
