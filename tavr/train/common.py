@@ -404,12 +404,21 @@ def _comparable(config: Any) -> Any:
     return config
 
 
+def _run_steps(config: Any) -> list[int]:
+    """Every `run.steps` in a config dict (a stage's length)."""
+    if not isinstance(config, dict):
+        return []
+    found = [config["run"]["steps"]] if isinstance(config.get("run"), dict) and "steps" in config["run"] else []
+    return found + [s for v in config.values() if isinstance(v, dict) for s in _run_steps(v)]
+
+
 def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str | None:
     """`resume` unless run_dir holds a run of a different config.
 
     A change in how long or how often (`run.steps`, checkpoint and log intervals, the output folder)
-    continues the run. Any other change would mix two experiments: the old run folder is moved
-    aside whole (`run_dir.previous-N`, never deleted) and this run starts fresh.
+    continues the run, unless the new length is shorter than a checkpoint already reached (its
+    weights have trained longer than asked). Any other change would mix two experiments: the old run
+    folder is moved aside whole (`run_dir.previous-N`, never deleted) and this run starts fresh.
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
@@ -418,7 +427,9 @@ def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str
     old, new = json.loads(saved.read_text()), json.loads(json.dumps(config))
     if old == new:
         return resume
-    if _comparable(old) == _comparable(new):
+    done = latest_checkpoint(run_dir)
+    reached = int(json.loads((done / "state.json").read_text())["step"]) if done is not None else 0
+    if _comparable(old) == _comparable(new) and min(_run_steps(new), default=reached) >= reached:
         print(f"{run_dir}: continuing the run; only its length or intervals changed", flush=True)
         return resume
     if os.environ.get("RANK", "0") != "0":  # the main process moves the folder; every rank starts fresh

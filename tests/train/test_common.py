@@ -366,3 +366,11 @@ def test_a_longer_run_continues_and_another_config_moves_the_old_run_aside(tmp_p
     with pytest.warns(UserWarning):
         fresh_if_changed(run_dir, "auto", other)
     assert (tmp_path / "run.previous-2" / "config.json").is_file()  # never over an earlier one
+    # shorter than a checkpoint already reached: its weights trained longer than asked, so not a continuation
+    RunDir(run_dir, config)
+    model = _mlp()
+    save_checkpoint(run_dir, 12, model, torch.optim.AdamW(model.parameters()))
+    shorter = {"stage": {"run": {"steps": 10, "lr": 1e-3, "checkpoint_every": 5}, "out": "a"}}
+    assert fresh_if_changed(run_dir, "auto", {"stage": {"run": {"steps": 12, "lr": 1e-3, "checkpoint_every": 5}, "out": "a"}}) == "auto"
+    with pytest.warns(UserWarning, match="moved it to"):
+        assert fresh_if_changed(run_dir, "auto", shorter) is None
