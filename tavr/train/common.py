@@ -425,11 +425,12 @@ def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str
     if resume in (None, "never") or not saved.is_file():
         return resume
     old, new = json.loads(saved.read_text()), json.loads(json.dumps(config))
-    if old == new:
-        return resume
     done = latest_checkpoint(run_dir)
     reached = int(json.loads((done / "state.json").read_text())["step"]) if done is not None else 0
-    if _comparable(old) == _comparable(new) and min(_run_steps(new), default=reached) >= reached:
+    longer = min(_run_steps(new), default=reached) >= reached  # a checkpoint past the asked length trained too long
+    if old == new and longer:
+        return resume
+    if _comparable(old) == _comparable(new) and longer:
         print(f"{run_dir}: continuing the run; only its length or intervals changed", flush=True)
         return resume
     if os.environ.get("RANK", "0") != "0":  # the main process moves the folder; every rank starts fresh
@@ -439,7 +440,8 @@ def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str
         n += 1
     aside = run_dir.with_name(f"{run_dir.name}.previous-{n}")
     run_dir.rename(aside)
-    warnings.warn(f"{run_dir} held a run with another config: moved it to {aside}; starting fresh")
+    why = "another config" if _comparable(old) != _comparable(new) else f"a checkpoint at step {reached}, past the {min(_run_steps(new))} asked"
+    warnings.warn(f"{run_dir} held a run with {why}: moved it to {aside}; starting fresh")
     return None
 
 

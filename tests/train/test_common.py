@@ -374,3 +374,7 @@ def test_a_longer_run_continues_and_another_config_moves_the_old_run_aside(tmp_p
     assert fresh_if_changed(run_dir, "auto", {"stage": {"run": {"steps": 12, "lr": 1e-3, "checkpoint_every": 5}, "out": "a"}}) == "auto"
     with pytest.warns(UserWarning, match="moved it to"):
         assert fresh_if_changed(run_dir, "auto", shorter) is None
+    RunDir(run_dir, shorter)  # the same config written over a folder whose checkpoint went further
+    save_checkpoint(run_dir, 12, model, torch.optim.AdamW(model.parameters()))
+    with pytest.warns(UserWarning, match="moved it to"):
+        assert fresh_if_changed(run_dir, "auto", shorter) is None
