@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from tavr import flow
 from tavr.config import GenerateConfig, ModelConfig, build_config
+from tavr.data.framing import face_sample
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.codec import PatchCodec
@@ -81,11 +82,6 @@ def reference_length(frames: int, cap: int) -> int:
     """Frames of the reference used: the largest 4k + 1 <= min(frames, cap)."""
     n = min(frames, cap)
     return n - (n - 1) % 4 if n >= 1 else 0
-
-
-def face_sample(reference: np.ndarray) -> np.ndarray:
-    """The reference frames (about 8) searched for the person when the background shows none."""
-    return reference[:: max(1, len(reference) // 8)]
 
 
 class TAVRPipeline:

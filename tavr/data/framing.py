@@ -40,7 +40,8 @@ class Framing:
         return self.x0 == 0 and self.y0 == 0 and self.side == self.height == self.width
 
 
-def _sample(frames: np.ndarray, count: int = 8) -> np.ndarray:
+def face_sample(frames: np.ndarray, count: int = 8) -> np.ndarray:
+    """About `count` evenly spaced frames of (F, H, W, 3): what is searched for the person's face."""
     return frames[:: max(1, len(frames) // count)]
 
 
@@ -53,7 +54,7 @@ def face_framing(frames: np.ndarray, cfg: IngestConfig, required: bool, what: st
 
     _, h, w, _ = frames.shape
     # HOG finds faces from about 80 px: a face crop is searched at ingest's side, a wide frame nearer its own
-    boxes, found = track_faces(_sample(frames), max(cfg.detect_side, min(h, w, DETECT_MAX_SIDE)))
+    boxes, found = track_faces(face_sample(frames), max(cfg.detect_side, min(h, w, DETECT_MAX_SIDE)))
     if not found.any():
         if required:
             raise ValueError(f"no face found in the {what} ({w}x{h}): it must show the person's face")

@@ -15,7 +15,7 @@ import math
 import os
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -419,6 +419,7 @@ def read_audio(path: str | os.PathLike, rate: int = 16000, max_seconds: float | 
 
 MAX_PIXELS = 4096 * 4096  # per frame, read from the header before anything is decoded
 MAX_ASPECT = 8  # longer side : shorter side
+MAX_SOURCE_FPS = 60  # a bounded read stops after max_seconds * this many source frames
 
 
 def check_frame_size(width: int, height: int, what: str = "frames") -> None:
@@ -427,14 +428,16 @@ def check_frame_size(width: int, height: int, what: str = "frames") -> None:
         raise ValueError(f"{what} are {width}x{height}; at most {MAX_PIXELS // 10**6} megapixels and {MAX_ASPECT}:1")
 
 
-def read_checked(path, fps: int, audio_rate: int, max_seconds: float, max_side: int, what: str):
-    """read_video after the header's frame size passed `check_frame_size`: decoding stops after
-    `max_seconds`, frames come out with their shorter side at most `max_side`. A 20-s 1080p file
-    costs what its first seconds at that size cost, and a wrong size is told before any decoding."""
+def read_checked(path, fps: int, audio_rate: int, max_seconds: float, max_side: int, what: str = "video",
+                 check: Callable[[int, int], None] | None = None):  # fmt: skip
+    """read_video after the header's frame size passed `check` (default `check_frame_size`): decoding
+    stops after `max_seconds` (or MAX_SOURCE_FPS times as many source frames), frames come out with their
+    shorter side at most `max_side`. A 20-s 1080p file costs what its first seconds at that size cost,
+    and a wrong size is told before any decoding. generate and the server read media through it."""
     facts = probe(path)
-    check_frame_size(facts["width"], facts["height"], f"{what} frames")
+    (check or (lambda w, h: check_frame_size(w, h, f"{what} frames")))(facts["width"], facts["height"])
     return read_video(path, fps=fps, audio_rate=audio_rate, max_seconds=max_seconds, max_side=max_side,
-                      max_frames=math.ceil(max_seconds * 60))  # fmt: skip
+                      max_frames=math.ceil(max_seconds * MAX_SOURCE_FPS))  # fmt: skip
 
 
 def check_writable(path: str | os.PathLike) -> Path:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tavr.eval.stats import paired_difference
+from tavr.eval.stats import aligned, table_difference
 
 KEEP_TOLERANCE = 0.1  # identification may drop at most this much for keep 0.25 to "keep identity"
 SPEEDUP = 0.95  # "saves time": generation takes at most this share of the full reference's time
@@ -70,8 +70,7 @@ def evaluate(tables: dict[str, pd.DataFrame], seed: int = 0) -> list[dict]:
                 missing = [m for m in (claim.a, claim.b) if m not in tables]
                 rows.append({**row, "diff": None, "ci": [None, None], "n": 0, "verdict": f"not run ({', '.join(missing)} not benchmarked)"})
                 continue
-            a, b = tables[claim.a].set_index("pair_id"), tables[claim.b].set_index("pair_id")
-            ids = sorted(set(a.index) & set(b.index))
+            a, b, ids = aligned(tables[claim.a], tables[claim.b])
             if metric not in a or metric not in b:
                 rows.append({**row, "diff": None, "ci": [None, None], "n": 0, "verdict": f"not computed (no {metric} column)"})
                 continue
@@ -80,22 +79,30 @@ def evaluate(tables: dict[str, pd.DataFrame], seed: int = 0) -> list[dict]:
                 verdict = "not computed" if ratio is None else ("holds" if ratio <= SPEEDUP else "fails")
                 rows.append({**row, "diff": ratio, "ci": [None, None], "n": len(ids), "verdict": verdict})
                 continue
-            diff = paired_difference(a.loc[ids, metric].tolist(), b.loc[ids, metric].tolist(), seed=seed)
+            diff = table_difference(tables[claim.a], tables[claim.b], metric, seed)
             faceless = all("face_rate" in t and float(t.loc[ids, "face_rate"].max()) == 0 for t in (a, b))
             verdict = "not testable: neither method drew a face" if faceless and ids else _verdict(claim, diff)
             rows.append({**row, **diff, "verdict": verdict})
     return rows
 
 
-def markdown(rows: list[dict], pairs: int) -> str:
+def cells(row: dict) -> list[str]:
+    """One claims row as table cells: claim, difference, metric, value, 95% CI, pairs, verdict (markdown and HTML alike)."""
+
     def num(v):
         return "n/a" if v is None else f"{v:+.3f}"
 
+    op = "/" if row["metric"].endswith("seconds") else "-"
+    value = "n/a" if row["diff"] is None else (f"{row['diff']:.2f}x" if op == "/" else num(row["diff"]))
+    ci = "" if row["ci"][0] is None else f"[{num(row['ci'][0])}, {num(row['ci'][1])}]"
+    return [row["claim"], f"{row['a']} {op} {row['b']}", row["metric"], value, ci, str(row["n"]), row["verdict"]]
+
+
+HEADER = ["claim", "difference", "metric", "value", "95% CI", "pairs", "verdict"]
+
+
+def markdown(rows: list[dict], pairs: int) -> str:
     lines = [f"The paper's claims on the cross-scene benchmark ({pairs} pairs; paired-bootstrap 95% CIs)", "",
-             "| claim | difference | metric | value | 95% CI | pairs | verdict |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        op = "/" if r["metric"].endswith("seconds") else "-"
-        value = "n/a" if r["diff"] is None else (f"{r['diff']:.2f}x" if op == "/" else num(r["diff"]))
-        ci = "" if r["ci"][0] is None else f"[{num(r['ci'][0])}, {num(r['ci'][1])}]"
-        lines.append(f"| {r['claim']} | {r['a']} {op} {r['b']} | {r['metric']} | {value} | {ci} | {r['n']} | {r['verdict']} |")
+             "| " + " | ".join(HEADER) + " |", "|---" * len(HEADER) + "|"]  # fmt: skip
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"

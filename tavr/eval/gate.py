@@ -37,9 +37,8 @@ FLOORS = (("lipsync", "min_lipsync"), ("face_rate", "min_face_rate"), ("bg_psnr"
 def _check(rows: list[dict], name: str, value, threshold: float, above: bool, text: str) -> None:
     """Append one check: value >= threshold (above=True: value > threshold); None fails."""
     ok = value is not None and (value > threshold if above else value >= threshold)
-    shown = "not computed" if value is None else f"{value:.4f}"
     rows.append({"check": name, "value": value, "threshold": threshold, "ok": bool(ok),
-                 "reason": f"{text}: {shown}, needs {'>' if above else '>='} {threshold:.4f} ({'ok' if ok else 'FAIL'})"})  # fmt: skip
+                 "reason": f"{text}: {_num(value)}, needs {'>' if above else '>='} {threshold:.4f} ({'ok' if ok else 'FAIL'})"})  # fmt: skip
 
 
 def _coverage(rows: list[dict], method: str, summary: dict) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter
 from skimage.metrics import structural_similarity
 
-from tavr.rl.rewards import face_track, identity_reward, lipsync_score, mean_embedding
+from tavr.rl.rewards import cosine, face_track, identity_reward, lipsync_score, mean_embedding
 
 PSNR_CAP = 100.0
 SSIM_WINDOW = 7  # skimage's default window; SSIM is averaged where the window is clear of the person
@@ -166,7 +166,7 @@ def score_video(generated, reference, target_background, person_mask, audio, aud
     r, _ = mean_embedding(_frames("reference", reference), identity_frames)
     if r is None:
         raise ValueError(f"no face in the {identity_frames} sampled reference frames")
-    ident = 0.0 if g is None else float(g @ r / max(float(np.linalg.norm(g) * np.linalg.norm(r)), 1e-12))  # the reward's cosine
+    ident = 0.0 if g is None else cosine(g, r)  # the identity reward's score
     ids = {"id_top1": None, "id_margin": None}
     if gallery is not None and person is not None:
         ids = gallery.identify(g, person)

@@ -190,13 +190,10 @@ def render_html(summary: dict, tables: dict[str, pd.DataFrame], grids: list[str]
     parts += ["<h2>Summary</h2>", _table(["method", "protocol", "pairs", *[LABELS[k] for k in METRICS]], rows),
               "<img src='plots/metrics.png' alt='metrics per method'>"]  # fmt: skip
     if summary.get("claims"):
-        body = [[html.escape(r["claim"]), html.escape(f"{r['a']} {'/' if r['metric'].endswith('seconds') else '-'} {r['b']}"),
-                 html.escape(r["metric"]), _fmt(r["diff"]),
-                 "" if r["ci"][0] is None else f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"]), html.escape(r["verdict"])]
-                for r in summary["claims"]]  # fmt: skip
+        body = [[html.escape(c) for c in claims.cells(r)] for r in summary["claims"]]
         parts += ["<h2>The paper's claims</h2><p>Paired differences on the pairs both methods scored, with paired-bootstrap "
                   "95% confidence intervals; a claim holds when its interval lies on its side of 0.</p>",
-                  _table(["claim", "difference", "metric", "value", "95% CI", "pairs", "verdict"], body)]  # fmt: skip
+                  _table(claims.HEADER, body)]  # fmt: skip
     if grids:
         parts.append("<h2>Frames</h2>")
         parts += [f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(p)}.png' alt='{html.escape(p)}'>" for p in grids]

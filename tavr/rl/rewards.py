@@ -79,6 +79,11 @@ def sample_indices(num_frames: int, count: int) -> list[int]:
     return np.linspace(0, num_frames - 1, count).round().astype(int).tolist()
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two embeddings (128,): the identity reward's and the benchmark's raw identity."""
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
 def mean_embedding(video: np.ndarray, count: int) -> tuple[np.ndarray | None, int]:
     """Mean embedding (128,) over `count` evenly sampled frames of (F, H, W, 3), and how many had a face."""
     embs = [face_embedding(video[i]) for i in sample_indices(len(video), count)]
@@ -140,7 +145,7 @@ def identity_reward(frames: int = 4) -> Reward:
             r = ref_cache[id(ref)]
             g, found[i] = mean_embedding(video, frames)
             if g is not None:
-                scores[i] = g @ r / max(float(np.linalg.norm(g) * np.linalg.norm(r)), 1e-12)
+                scores[i] = cosine(g, r)
                 distance[i] = np.linalg.norm(g - r)
         return scores, {"distance": distance, "faces": found}
 

@@ -47,7 +47,6 @@ REQUIRED = ("reference_video", "target_background", "driving_audio")
 SCALARS = ("prompt", "steps", "seed", "keep_ratio", "guidance", "timeout_s")
 FIELDS = frozenset(MEDIA) | {f"{m}_uri" for m in MEDIA} | frozenset(SCALARS)
 MAX_PROMPT = 2000
-MAX_SOURCE_FPS = 60  # decoding stops after max_seconds * this many source frames
 MAX_GUIDANCE = 20.0
 
 
@@ -207,19 +206,16 @@ def _check_pixels(field: str, width: int, height: int) -> None:
 
 
 def _read_video(src: _Source, gen: GenerateConfig, max_seconds: float, max_side: int):
-    """Frames (F, H, W, 3), shorter side at most `max_side`, and audio; the declared frame size is checked
-    before anything is decoded, and decoding stops after max_seconds or MAX_SOURCE_FPS * max_seconds source frames."""
-    from tavr.data.video import probe, read_video
+    """Frames (F, H, W, 3), shorter side at most `max_side`, and audio (tavr.data.video.read_checked): the
+    declared frame size is checked before anything is decoded, and decoding stops after max_seconds."""
+    from tavr.data.video import read_checked
 
     try:
-        facts = probe(src.path)
-    except Exception as e:  # any demuxer failure is the input's fault
-        raise src.fail("video", e) from e
-    _check_pixels(src.field, facts["width"], facts["height"])
-    try:
-        clip = read_video(src.path, fps=gen.fps, audio_rate=gen.audio_rate, max_seconds=max_seconds, max_side=max_side,
-                          max_frames=math.ceil(max_seconds * MAX_SOURCE_FPS))  # fmt: skip
-    except Exception as e:
+        clip = read_checked(src.path, gen.fps, gen.audio_rate, max_seconds, max_side,
+                            check=lambda w, h: _check_pixels(src.field, w, h))  # fmt: skip
+    except RequestError:
+        raise
+    except Exception as e:  # any demuxer or decoder failure is the input's fault
         raise src.fail("video", e) from e
     return clip.frames, clip.audio
 
@@ -300,7 +296,7 @@ def check_fields(instance, limits: ServeConfig) -> dict:
 def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
     """Validate and decode one instance (a dict of the fields above) -> Job, or raise RequestError."""
     from tavr.data import framing
-    from tavr.pipeline import face_sample, reference_length
+    from tavr.pipeline import reference_length
 
     job = check_fields(instance, limits)
     max_bytes = int(limits.max_request_mb * 2**20)
@@ -324,7 +320,7 @@ def check_instance(instance, limits: ServeConfig, gen: GenerateConfig) -> Job:
         try:  # the face crop the model works on, as `tavr ingest` makes it (a crop already passes through)
             reference = framing.crop(reference, framing.face_framing(reference, IngestConfig(), True, "reference"), gen.size)
         except ValueError as e:
-            raise RequestError("reference_video", "face", f"{e} (searched {len(face_sample(reference))} sampled frames)") from None
+            raise RequestError("reference_video", "face", f"{e} (searched {len(framing.face_sample(reference))} sampled frames)") from None
         ref_audio = own_audio
         if "reference_audio" in sources:
             ref_audio = _read_audio(sources["reference_audio"], gen, limits.max_reference_seconds)
