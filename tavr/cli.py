@@ -284,13 +284,17 @@ def pretrain(
     params: ParamsOpt = None,
     resume: Annotated[str, typer.Option(help="auto (continue the run in runs/pretrain) or never (refuse an existing run)")] = "auto",
     stop_after: Annotated[Optional[int], typer.Option(help="end this call at this step (a multiple of checkpoint_every)")] = None,
+    export: Annotated[bool, typer.Option("--export", help="write models/base from the newest checkpoint now, finished or not")] = False,
 ) -> None:
     """Pretrain the tiny base on its own TAVR-Synth set (hours of CPU; resumable), with a quality curve."""
-    from tavr.train.pretrain import pretrain as run_pretrain
+    from tavr.train import pretrain as pretraining
 
     cfg = _config(params)
     try:
-        card = run_pretrain(cfg, None if resume == "never" else "auto", stop_after=stop_after)
+        if export:
+            card = pretraining.export(cfg)
+        else:
+            card = pretraining.pretrain(cfg, None if resume == "never" else "auto", stop_after=stop_after)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

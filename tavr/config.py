@@ -185,6 +185,7 @@ class CodecConfig:
     window_frames: int = 25  # frames per fitted window (4k + 1); each train clip gives floor(frames / window)
     max_windows: int = 0  # windows read for the fit (0 = every window of every train clip)
     eval_clips: int = 8  # bench clips whose reconstruction PSNR goes in metrics.json (read after the fit)
+    init: str = ""  # a codec folder to take as it is instead of fitting (models/base/vae: the codec the base was trained with)
     manifest: str = "data/clips/manifest.parquet"
     out: str = "models/codec"
 

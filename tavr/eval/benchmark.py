@@ -47,7 +47,8 @@ from tavr.eval import metrics
 from tavr.eval.adapt import adapt_reference
 from tavr.files import sha256, write_json
 
-METRICS = ("id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability", "face_rate")
+METRICS = ("id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "person_psnr", "stability",
+           "face_rate")
 GALLERY_CLIPS = 2  # reference clips per person whose embeddings make its gallery entry
 
 

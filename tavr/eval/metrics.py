@@ -16,6 +16,9 @@
     bg_psnr, bg_ssim outside the person mask: generated frames against the target background
                      (PSNR in dB over every outside pixel, capped at 100 for identical pixels;
                      SSIM's 7x7 map averaged where the window holds no person pixel)
+    person_psnr      inside the person mask: generated frames against the real target frames (dB);
+                     how much of the right person (face, hair, clothes, pose) the video reproduces,
+                     which a wrong person's reference lowers even where no face is detected
     stability        mean absolute change between consecutive frames inside the face box,
                      0-255 scale (lower is steadier); None with fewer than 2 consecutive faces
     face_rate        share of frames in which dlib finds a face
@@ -114,30 +117,43 @@ def lipsync(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_off
     return lipsync_score(mouth, audio, rate, fps, max_offset)
 
 
-def background(generated: np.ndarray, target: np.ndarray, person: np.ndarray) -> tuple[float, float]:
-    """(PSNR dB, SSIM) of generated vs target frames over pixels outside the person mask.
-
-    The target and mask may be shorter than the generated video; they are looped, as the
-    pipeline loops a background.
-    """
-    generated, target = _frames("generated", generated), _frames("target background", target)
+def _looped(generated: np.ndarray, target: np.ndarray, person: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """generated (F, H, W, 3), and the target and mask looped to its F frames (they may be shorter,
+    as the pipeline loops a background)."""
+    generated, target = _frames("generated", generated), _frames("target", target)
     person = np.asarray(person, dtype=bool)
     if target.shape[1:] != generated.shape[1:] or person.shape[1:] != generated.shape[1:3]:
         raise ValueError(f"sizes differ: generated {generated.shape}, target {target.shape}, mask {person.shape}")
     idx = np.arange(len(generated))
-    target, outside = target[idx % len(target)], ~person[idx % len(person)]
-    if not outside.any():
-        raise ValueError("the person mask covers every pixel: no background to compare")
+    return generated, target[idx % len(target)], person[idx % len(person)]
+
+
+def _psnr(generated: np.ndarray, target: np.ndarray, where: np.ndarray) -> float:
+    """PSNR (dB, capped at PSNR_CAP) over the pixels `where` (F, H, W) is True."""
     diff = generated.astype(np.float64) - target.astype(np.float64)
-    mse = float((diff**2)[outside].mean())
-    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * np.log10(255.0**2 / mse))
+    mse = float((diff**2)[where].mean())
+    return PSNR_CAP if mse == 0 else float(min(PSNR_CAP, 10 * np.log10(255.0**2 / mse)))
+
+
+def person_psnr(generated: np.ndarray, target: np.ndarray, person: np.ndarray) -> float | None:
+    """PSNR (dB) of generated vs target frames inside the person mask; None when the mask is empty."""
+    generated, target, person = _looped(generated, target, person)
+    return _psnr(generated, target, person) if person.any() else None
+
+
+def background(generated: np.ndarray, target: np.ndarray, person: np.ndarray) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of generated vs target frames over pixels outside the person mask."""
+    generated, target, person = _looped(generated, target, person)
+    if person.all():
+        raise ValueError("the person mask covers every pixel: no background to compare")
+    psnr = _psnr(generated, target, ~person)
     ssim = []
-    for g, t, p in zip(generated, target, person[idx % len(person)]):
+    for g, t, p in zip(generated, target, person):
         clear = ~maximum_filter(p, size=SSIM_WINDOW)  # pixels whose SSIM window holds no person
         if clear.any():
             _, smap = structural_similarity(g, t, channel_axis=-1, data_range=255, win_size=SSIM_WINDOW, full=True)
             ssim.append(float(smap.mean(axis=-1)[clear].mean()))
-    return float(psnr), (float(np.mean(ssim)) if ssim else float("nan"))
+    return psnr, (float(np.mean(ssim)) if ssim else float("nan"))
 
 
 def stability(video: np.ndarray, boxes: np.ndarray) -> float | None:
@@ -174,5 +190,6 @@ def score_video(generated, reference, target_background, person_mask, audio, aud
     psnr, ssim = background(generated, target_background, person_mask)
     return {
         "identity": ident, **ids, "lipsync": sync, "lipsync_offset": offset, "bg_psnr": psnr, "bg_ssim": ssim,
-        "stability": stability(generated, boxes), "face_rate": float((~np.isnan(mouth)).mean()), **NOT_COMPUTED,
+        "person_psnr": person_psnr(generated, target_background, person_mask), "stability": stability(generated, boxes),
+        "face_rate": float((~np.isnan(mouth)).mean()), **NOT_COMPUTED,
     }  # fmt: skip

@@ -41,9 +41,9 @@ from tavr.files import write_json
 # how each metric reads: higher is better, except these
 LOWER_IS_BETTER = {"stability"}
 CLOSER_TO_ZERO = {"lipsync_offset"}
-KEY_METRICS = ("id_top1", "id_margin", "identity", "lipsync", "face_rate")  # shown with 95% CIs
+KEY_METRICS = ("id_top1", "id_margin", "identity", "lipsync", "face_rate", "person_psnr")  # shown with 95% CIs
 LABELS = {"id_top1": "identified (top-1) ↑", "id_margin": "identity margin ↑", "identity": "raw identity ↑", "lipsync": "lip sync ↑", "lipsync_offset": "sync offset (frames, 0 best)",
-          "bg_psnr": "background PSNR ↑", "bg_ssim": "background SSIM ↑", "stability": "face change ↓",
+          "bg_psnr": "background PSNR ↑", "bg_ssim": "background SSIM ↑", "person_psnr": "person PSNR ↑", "stability": "face change ↓",
           "face_rate": "face rate ↑"}  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Pretraining: the tiny base that stages 1-3 fine-tune, with a curve of quality against compute.
 
-    python -m tavr.train.pretrain [--params params.yaml] [--resume auto|never]   (tavr pretrain, make pretrain)
+    python -m tavr.train.pretrain [--params params.yaml] [--resume auto|never] [--export]
+                                                             (tavr pretrain, make pretrain)
 
 1. Data, under `data` (data/pretrain/): TAVR-Synth drawn with `synth` (a seed of its own, many
    scenes, no bench split), ingested like the default's clips and encoded by the chain's codec
@@ -18,7 +19,9 @@
    `run_dir/curve.jsonl` (with steps, samples seen and training seconds) and `out/curve.png`.
 4. `out` (models/base/): the pipeline folder, `card.json` (command, params, data seed and
    identity ranges, steps, samples, seconds, machine, losses, commit, sha256 of every weight
-   file) and MODEL_CARD.md written from it.
+   file) and MODEL_CARD.md written from it. `--export` writes it from the newest checkpoint of a
+   run still going (its card says `finished: false`, the steps reached and planned), so the chain
+   can fine-tune from a base while its pretraining continues in later sessions.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +43,7 @@ from tavr.config import TAVRConfig, to_dict
 from tavr.data.pairs import load_pairs, make_pairs
 from tavr.data.synth import load_masks
 from tavr.data.video import read_audio, read_video
-from tavr.files import sha256, write_json
+from tavr.files import replace_dir, sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline
@@ -181,11 +184,9 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     pairs = eval_pairs(root)
     codec = load_vae(train_cfg.vae)  # read once: a `dvc repro codec` elsewhere may replace the folder meanwhile
     curve_path = run_dir / "curve.jsonl"
-    started = time.perf_counter()
 
     step = _step_of(common.latest_checkpoint(run_dir))
-    points = [json.loads(line) for line in curve_path.read_text().splitlines()] if curve_path.is_file() else []
-    points = [p for p in points if p["step"] <= step]  # a point of a checkpoint that was since lost is dropped
+    points = [p for p in _read_curve(curve_path) if p["step"] <= step]  # a point of a checkpoint that was since lost is dropped
     if not points or points[-1]["step"] < step:  # the start, or a point missed by a kill between save and eval
         points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
     _write_curve(curve_path, points)
@@ -204,7 +205,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     if step < run.steps:
         return {}
     metrics = json.loads((Path(train_cfg.out) / "metrics.json").read_text())
-    return write_card(root, train_cfg, metrics, points, time.perf_counter() - started)
+    return write_card(root, Path(train_cfg.out), step, points, (metrics.get("loss_first"), metrics.get("loss_last")))
 
 
 def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict:
@@ -218,6 +219,10 @@ def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict
     run = root.pretrain.train.run
     return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
             "eval": curve_point(pipe, pairs, root)}  # fmt: skip
+
+
+def _read_curve(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _write_curve(path: Path, points: list[dict]) -> None:
@@ -269,25 +274,30 @@ def write_checkpoint_card(root: TAVRConfig, checkpoint: Path) -> None:
     write_json(checkpoint.parent.parent / "checkpoint_card.json", card, indent=1)
 
 
-def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], seconds: float) -> dict:
+def write_card(root: TAVRConfig, out: Path, step: int, points: list[dict], losses: tuple, exported_from: str = "") -> dict:
+    """out/card.json and out/MODEL_CARD.md for the weights in `out`: provenance, length (steps of the
+    planned `train.run.steps`; `finished` is false for an export of a run still going), losses, the
+    curve and the sha256 of every weight file."""
     cfg = root.pretrain
-    out = Path(train_cfg.out)
+    planned = cfg.train.run.steps
     weights = sorted(p for p in out.rglob("*.safetensors"))
+    point = next((p for p in points if p["step"] == step), None)
     card = {
-        **_provenance(root),
-        "steps": metrics.get("steps"), "samples_seen": points[-1]["samples"] if points else None,
-        "train_seconds": points[-1]["train_seconds"] if points else None, "wall_seconds_this_call": round(seconds, 1),
-        "losses": {k: metrics.get(k) for k in ("loss_first", "loss_last", "val_loss")},
+        **_provenance(root), "finished": step >= planned, "steps": step, "planned_steps": planned,
+        "exported_from": exported_from, "samples_seen": step * cfg.train.run.batch_size * cfg.train.run.grad_accum,
+        "train_seconds": point["train_seconds"] if point else None,
+        "losses": {"loss_first": losses[0], "loss_last": losses[1]},
         "curve": points, "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
     }  # fmt: skip
     write_json(out / "card.json", card, indent=1)
     last = points[-1]["eval"] if points else {}
+    state = "finished" if card["finished"] else f"**unfinished**: exported from `{exported_from}`, {step} of {planned} planned steps"
     lines = [
         "# TAVR tiny base (pretrained)", "",
-        f"- command: `{card['command']}`, code commit `{card['commit']}`",
+        f"- command: `{card['command']}`, code commit `{card['commit']}`; {state}",
         f"- data: TAVR-Synth seed {cfg.synth.seed}, identities 0-{cfg.synth.identities - 1} of that seed "
         f"({len(card['data']['identities'])} people, {card['data']['scenes']} scenes, {card['data']['clips']} clips); none of the default's people or scenes",
-        f"- training: {card['steps']} steps, {card['samples_seen']} samples, {card['train_seconds']} s on {card['machine']['device']} "
+        f"- training: {step} steps, {card['samples_seen']} samples, {card['train_seconds']} s on {card['machine']['device']} "
         f"({card['machine']['cpus']} cores, torch {card['machine']['torch']})",
         f"- losses: first {card['losses']['loss_first']}, last {card['losses']['loss_last']}",
         "- last curve point: " + ", ".join(f"{k} faces {v['face_rate']}, person PSNR {v['person_psnr']} dB" for k, v in last.items()),
@@ -297,12 +307,32 @@ def write_card(root: TAVRConfig, train_cfg, metrics: dict, points: list[dict], s
     return card
 
 
+def export(root: TAVRConfig) -> dict:
+    """Write `train.out` (models/base) from the newest intact checkpoint of the run, finished or not:
+    its EMA weights as a pipeline folder with the codec, and the card. The folder is replaced whole."""
+    cfg = root.pretrain
+    run_dir = Path(cfg.train.run_dir)
+    ckpt = common.latest_checkpoint(run_dir, hashes=True)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} holds no intact checkpoint to export: run `tavr pretrain` first")
+    step = _step_of(ckpt)
+    out = Path(cfg.train.out)
+    staged = out.with_name(out.name + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)  # left by a killed export
+    _ema_pipeline(root, ckpt, load_vae(cfg.train.vae)).save_pretrained(staged)
+    points = [p for p in _read_curve(run_dir / "curve.jsonl") if p["step"] <= step]
+    card = write_card(root, staged, step, points, common.first_last(common.logged_series(run_dir, "loss")), str(ckpt))
+    replace_dir(staged, out)
+    return card
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = common.params_parser("Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint) or never")
+    ap.add_argument("--export", action="store_true", help="write `out` from the newest checkpoint now, finished or not")
     root, args = common.parse_config(ap, argv)
     try:
-        card = pretrain(root, None if args.resume == "never" else "auto")
+        card = export(root) if args.export else pretrain(root, None if args.resume == "never" else "auto")
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps({k: card[k] for k in ("steps", "samples_seen", "train_seconds")} if card else {}, indent=1))

@@ -5,8 +5,10 @@
 Reads every `window_frames`-frame window of every train clip of the manifest (never a bench
 clip: the bench identities stay unseen by everything that is fitted or trained), accumulates
 the covariance of the codec's space-time patches and keeps the top `z_dim` principal directions,
-whitened (tavr/models/codec.py). Then it measures reconstruction PSNR on `eval_clips` bench
-clips. Writes, replacing the folder whole:
+whitened (tavr/models/codec.py). With `init` (models/base/vae in params.yaml) nothing is fitted:
+the codec a pretrained base was trained with is copied byte for byte, since the base's weights
+only make sense in its latent space (as Wan2.1's transformer comes with Wan2.1's VAE). Then it
+measures reconstruction PSNR on `eval_clips` bench clips. Writes, replacing the folder whole:
 
     out/config.json, out/model.safetensors     the codec (tavr.models.vae.load_vae)
     out/metrics.json                           windows, explained variance, PSNR, seconds
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +29,9 @@ import torch
 
 from tavr.config import CodecConfig
 from tavr.data.video import read_video
-from tavr.files import replace_dir, write_json
+from tavr.files import replace_dir, sha256, write_json
 from tavr.models.codec import PATCH_CODEC, PatchCodec
+from tavr.models.vae import load_vae
 from tavr.pipeline import to_video_tensor
 from tavr.train import common
 
@@ -64,9 +68,7 @@ def psnr(codec, paths: list[Path], frames: int) -> float:
     return float(np.mean(scores))
 
 
-def fit(cfg: CodecConfig) -> dict:
-    """Fit, measure, save; returns the metrics written to out/metrics.json."""
-    start = time.perf_counter()
+def _fitted(cfg: CodecConfig) -> tuple[PatchCodec, dict]:
     codec = PatchCodec({**PATCH_CODEC, "z_dim": cfg.z_dim})
     train_paths = clip_paths(cfg.manifest, "train")
     windows = 0
@@ -78,26 +80,44 @@ def fit(cfg: CodecConfig) -> dict:
             yield window
 
     summary = codec.fit(counted())
-    fit_seconds = time.perf_counter() - start
-    bench_paths = clip_paths(cfg.manifest, "bench")[: cfg.eval_clips] if cfg.eval_clips else []
-    metrics = {
-        "train_clips": len(train_paths), "windows": windows, "patches": summary["patches"],
-        "explained_variance": {k: round(v, 5) for k, v in summary["explained"].items()},
-        "psnr_bench": psnr(codec, bench_paths, cfg.window_frames) if bench_paths else None,
-        "fit_seconds": fit_seconds, "seconds": time.perf_counter() - start,
-    }  # fmt: skip
+    return codec, {"train_clips": len(train_paths), "windows": windows, "patches": summary["patches"],
+                   "explained_variance": {k: round(v, 5) for k, v in summary["explained"].items()}}  # fmt: skip
+
+
+def fit(cfg: CodecConfig) -> dict:
+    """Fit (or take `init` as it is), measure, save; returns the metrics written to out/metrics.json."""
+    start = time.perf_counter()
     out = Path(cfg.out)
     staged = out.with_name(out.name + ".partial")
     shutil.rmtree(staged, ignore_errors=True)  # left by a killed run
-    codec.save_pretrained(staged)
+    if cfg.init:
+        source = Path(cfg.init)
+        if not (source / "model.safetensors").is_file() or not (source / "config.json").is_file():
+            raise FileNotFoundError(f"codec.init={cfg.init!r} is not a codec folder (config.json, model.safetensors); "
+                                    "set codec.init: '' to fit one on the train clips")  # fmt: skip
+        staged.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(source / name, staged / name)
+        codec, metrics = load_vae(staged), {"init": cfg.init, "sha256": sha256(staged / "model.safetensors")}
+    else:
+        codec, metrics = _fitted(cfg)
+        codec.save_pretrained(staged)
+    metrics["fit_seconds"] = time.perf_counter() - start
+    bench_paths = clip_paths(cfg.manifest, "bench")[: cfg.eval_clips] if cfg.eval_clips else []
+    metrics["psnr_bench"] = psnr(codec, bench_paths, cfg.window_frames) if bench_paths else None
+    metrics["seconds"] = time.perf_counter() - start
     write_json(staged / "metrics.json", metrics, indent=1)
     replace_dir(staged, out)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = common.parse_config(common.params_parser("Fit the patch codec on the train clips (closed form)."), argv)
-    print(json.dumps(fit(cfg.codec), indent=1))
+    cfg, _ = common.parse_config(common.params_parser("Fit the patch codec on the train clips (closed form), or take codec.init."), argv)
+    try:
+        metrics = fit(cfg.codec)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from safetensors.torch import load_file
 from tavr import flow
 from tavr.config import FlowStageConfig, GenerateConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
-from tavr.files import write_json
+from tavr.files import sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline, masked_background
@@ -175,6 +176,19 @@ def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
     return float(np.mean(losses))
 
 
+class CodecMismatch(ValueError):
+    """Init weights trained in another latent space than the stage's codec makes."""
+
+
+def check_same_codec(init: str | Path, vae: str | Path) -> None:
+    """Refuse to fine-tune weights from pipeline folder `init` on latents of codec folder `vae` unless
+    `init/vae` is that very codec: a transformer only makes sense in the latent space it learned."""
+    theirs, ours = Path(init) / "vae" / "model.safetensors", Path(vae) / "model.safetensors"
+    if theirs.is_file() and ours.is_file() and sha256(theirs) != sha256(ours):
+        raise CodecMismatch(f"{init} was trained with another codec than {vae} (their model.safetensors differ): "
+                            f"take its codec (codec.init: {Path(init) / 'vae'}) and rebuild the latents, or train without init")  # fmt: skip
+
+
 def saved_generate(root: TAVRConfig, reference: str) -> GenerateConfig:
     """The inference config a stage saves: chunks of one cache window, and a reference of one
     window (video) or of one frame without audio (image)."""
@@ -197,8 +211,9 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     common.seed_everything(run.seed)
     common.RunDir(cfg.run_dir, config_dict, accelerator)
 
-    # model: fresh, or the previous stage's weights
+    # model: fresh, or the weights of the base or the previous stage (trained in the same latent space)
     if cfg.init:
+        check_same_codec(cfg.init, cfg.vae)
         model = TAVRPipeline.from_pretrained(cfg.init).transformer
     else:
         model = TAVRTransformer3DModel(root.model)
@@ -285,7 +300,10 @@ def main(argv: list[str] | None = None, section: str = "stage1") -> None:
     root, resume, section = common.stage_args(f"{section}: flow-matching training on the latent cache.", argv, section)
     cfg = getattr(root, section)
     config_dict = {section: to_dict(cfg), "model": to_dict(root.model)}
-    metrics = train(cfg, root, config_dict, resume)
+    try:
+        metrics = train(cfg, root, config_dict, resume)
+    except CodecMismatch as e:
+        sys.exit(f"error: {e}")
     if metrics:
         print(json.dumps(metrics, indent=1))
 

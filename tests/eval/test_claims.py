@@ -47,3 +47,14 @@ def test_zeros_against_zeros_prove_nothing():
     rows = evaluate({"tavr": blank, "tavr_keep025": blank})
     keep = next(r for r in rows if r["claim"].startswith("keeping 25% of the reference tokens keeps") and r["metric"] == "id_top1")
     assert keep["verdict"] == "not testable: neither method drew a face"
+
+
+def test_person_psnr_decides_the_control_without_faces():
+    rng = np.random.default_rng(1)
+    right = _table([0.0] * 12, [0.0] * 12).assign(face_rate=0.0, person_psnr=17 + rng.normal(0, 0.5, 12))
+    wrong = right.assign(person_psnr=right["person_psnr"] - 3 + rng.normal(0, 0.5, 12))
+    rows = [r for r in evaluate({"tavr": right, "tavr_wrong_ref": wrong}) if r["b"] == "tavr_wrong_ref"]
+    verdicts = {r["metric"]: r["verdict"] for r in rows}
+    assert verdicts["person_psnr"] == "holds" and verdicts["id_top1"].startswith("not testable")
+    swapped = evaluate({"tavr": wrong, "tavr_wrong_ref": right})
+    assert next(r for r in swapped if r["b"] == "tavr_wrong_ref" and r["metric"] == "person_psnr")["verdict"] == "fails"

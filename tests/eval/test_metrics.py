@@ -60,6 +60,21 @@ def test_background_fidelity_ignores_the_person_and_matches_a_known_error(clips)
         metrics.background(target[:, :64], target, person)
 
 
+def test_person_psnr_reads_the_person_and_only_the_person(clips):
+    a, b = clips
+    target = np.clip(a.frames, 0, 240).astype(np.uint8)
+    person = a.masks
+    assert metrics.person_psnr(target, target, person) == 100.0
+    new_background = np.where(person[..., None], target, 255 - target).astype(np.uint8)
+    assert metrics.person_psnr(new_background, target, person) == 100.0  # the background does not count
+    brighter = np.where(person[..., None], target + 10, target).astype(np.uint8)  # +10 on every person pixel
+    assert metrics.person_psnr(brighter, target, person) == pytest.approx(10 * np.log10(255**2 / 100), abs=1e-6)
+    other = target.copy()
+    other[person] = b.frames[person]  # another person in the same place scores lower
+    assert metrics.person_psnr(other, target, person) < 40
+    assert metrics.person_psnr(target, target, np.zeros_like(person)) is None
+
+
 def test_stability_measures_change_inside_the_face_box():
     still = np.full((6, 32, 32, 3), 100, np.uint8)
     boxes = np.tile(np.array([[8, 8, 24, 24]], np.float32), (6, 1))
@@ -77,10 +92,11 @@ def test_stability_measures_change_inside_the_face_box():
 def test_score_video_of_the_target_itself(clips):
     a, _ = clips
     scores = metrics.score_video(a.frames, a.frames, a.frames, a.masks, a.audio, 16000, 25, identity_frames=2)
-    assert set(scores) == {"id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "stability",
-                           "face_rate", "fid", "fvd"}
+    assert set(scores) == {"id_top1", "id_margin", "identity", "lipsync", "lipsync_offset", "bg_psnr", "bg_ssim", "person_psnr",
+                           "stability", "face_rate", "fid", "fvd"}
     assert scores["id_top1"] is None and scores["id_margin"] is None  # no gallery given: nobody to identify against
     assert scores["face_rate"] == 1.0 and scores["identity"] > 0.99 and scores["bg_psnr"] == 100.0
+    assert scores["person_psnr"] == 100.0
     assert scores["lipsync"] > 0.5 and scores["lipsync_offset"] == 0
     assert scores["stability"] > 0 and scores["fid"] is None and scores["fvd"] is None
 

@@ -55,6 +55,15 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
     proc = subprocess.Popen([*cmd, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     kill_at_first_checkpoint(proc, tmp_path / "killed" / "run" / "checkpoints", timeout=300)
     assert not (tmp_path / "killed" / "base" / "card.json").exists()
+    # an unfinished run exports its newest checkpoint's EMA weights, with a card that says so
+    subprocess.run([*cmd, str(killed), "--export"], check=True, capture_output=True, env=env, timeout=300)
+    part = tmp_path / "killed" / "base"
+    early = json.loads((part / "card.json").read_text())
+    assert (early["finished"], early["steps"], early["planned_steps"]) == (False, 2, 4)
+    ema = load_file(str(Path(early["exported_from"]) / "ema.safetensors"))
+    exported = load_file(str(part / "transformer/model.safetensors"))
+    assert ema and all(torch.equal(exported[k], v) for k, v in ema.items())
+    assert all(sha256(part / f) == h for f, h in early["sha256"].items())
     subprocess.run([*cmd, str(killed)], check=True, capture_output=True, env=env, timeout=600)
 
     a = load_file(str(tmp_path / "whole/base/transformer/model.safetensors"))
@@ -71,7 +80,7 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
 
     out = tmp_path / "whole" / "base"
     card = json.loads((out / "card.json").read_text())
-    assert card["steps"] == 4 and card["samples_seen"] == 8 and card["data"]["synth_seed"] == 1
+    assert card["steps"] == 4 and card["samples_seen"] == 8 and card["data"]["synth_seed"] == 1 and card["finished"]
     assert set(card["sha256"]) == {"transformer/model.safetensors", "vae/model.safetensors"}
     assert all(sha256(out / f) == h for f, h in card["sha256"].items())
     assert "sha256" in (out / "MODEL_CARD.md").read_text()
