@@ -1,6 +1,7 @@
 """The training chain on a tiny data set: stage 0 and the cache, then stages 1 and 2, each resuming exactly."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,26 @@ def test_codec_fit_reads_train_clips_only_and_reconstructs_held_out_faces(clips,
     table[table["split"] == "bench"].to_parquet(clips.parent / "manifest_bench_only.parquet")
     with pytest.raises(ValueError, match="no train clips"):
         stage0_codec.fit(CodecConfig(manifest=str(clips.parent / "manifest_bench_only.parquet"), out=str(tmp_path / "c")))
+
+
+def test_codec_init_takes_the_base_codec_as_it_is(clips, cache, tmp_path):
+    """codec.init copies a base's codec byte for byte (no fit) and still measures it; a missing one is an error."""
+    from tavr.files import sha256
+
+    taken = stage0_codec.fit(CodecConfig(manifest=str(clips), out=str(tmp_path / "taken"), eval_clips=1, init=str(cache / "codec")))
+    assert sha256(tmp_path / "taken" / "model.safetensors") == sha256(cache / "codec" / "model.safetensors") == taken["sha256"]
+    assert "windows" not in taken and taken["psnr_bench"] > 26
+    with pytest.raises(FileNotFoundError, match="codec.init"):
+        stage0_codec.fit(CodecConfig(manifest=str(clips), out=str(tmp_path / "none"), init=str(tmp_path / "nowhere")))
+
+
+def test_a_stage_refuses_init_weights_of_another_codec(clips, cache, tmp_path):
+    """Fine-tuning a base on latents of a codec it never saw would train in a foreign latent space."""
+    base = _flow_cfg(cache, tmp_path, 2, "base")
+    stage1.train(base, TAVRConfig(), {})
+    stage1.check_same_codec(base.out, base.vae)  # its own codec: fine
+    other = CodecConfig(manifest=str(clips), out=str(tmp_path / "other"), eval_clips=0, max_windows=3)  # fitted on less: other weights
+    stage0_codec.fit(other)
+    with pytest.raises(stage1.CodecMismatch, match="another codec"):
+        stage1.train(replace(_flow_cfg(cache, tmp_path, 2, "tuned", init=base.out), vae=other.out), TAVRConfig(), {})
+    assert not (tmp_path / "tuned" / "model").exists()
