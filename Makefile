@@ -27,12 +27,15 @@ run: $(STAMP)  ## the whole DVC pipeline on the embedded default (TAVR-Synth, ti
 	@mkdir -p data/raw
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# Not a DVC stage yet: a frozen stage must find its output in the repository, and models/base
-# ships only once a run has finished (docs/TRAINING.md); then it becomes one (frozen, cache: false).
+# The pretrain stage is frozen in dvc.yaml (hours of CPU: `dvc repro` must never start it by accident);
+# this target runs it on purpose: the codec stage takes the base's codec, the run resumes from
+# runs/pretrain, and the new models/base is recorded in dvc.lock. `tavr pretrain --export` writes
+# models/base from a run that has not finished yet.
 pretrain: $(STAMP)  ## the tiny base (hours on 2 CPU cores): run again after a stop and it resumes
 	@mkdir -p data/raw
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro codec
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tavr pretrain --params params.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc commit --force pretrain
 
 test: $(STAMP)  ## the default test suite (under 15 minutes on 2 CPU cores)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q

@@ -397,9 +397,10 @@ def latest_checkpoint(run_dir, hashes: bool = False) -> Path | None:
 _SAFE_TO_CONTINUE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "tracker", "wandb_project")
 
 
-def _comparable(config: Any) -> Any:
+def comparable(config: Any) -> Any:
+    """A config dict without the keys that only change how long or how often (and outputs)."""
     if isinstance(config, dict):
-        return {k: _comparable(v) for k, v in config.items()
+        return {k: comparable(v) for k, v in config.items()
                 if not (k in _SAFE_TO_CONTINUE and not isinstance(v, dict)) and k not in ("out", "heldout")}
     return config
 
@@ -430,7 +431,7 @@ def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str
     longer = min(_run_steps(new), default=reached) >= reached  # a checkpoint past the asked length trained too long
     if old == new and longer:
         return resume
-    if _comparable(old) == _comparable(new) and longer:
+    if comparable(old) == comparable(new) and longer:
         print(f"{run_dir}: continuing the run; only its length or intervals changed", flush=True)
         return resume
     if os.environ.get("RANK", "0") != "0":  # the main process moves the folder; every rank starts fresh
@@ -440,7 +441,7 @@ def fresh_if_changed(run_dir, resume: str | None, config: dict[str, Any]) -> str
         n += 1
     aside = run_dir.with_name(f"{run_dir.name}.previous-{n}")
     run_dir.rename(aside)
-    why = "another config" if _comparable(old) != _comparable(new) else f"a checkpoint at step {reached}, past the {min(_run_steps(new))} asked"
+    why = "another config" if comparable(old) != comparable(new) else f"a checkpoint at step {reached}, past the {min(_run_steps(new))} asked"
     warnings.warn(f"{run_dir} held a run with {why}: moved it to {aside}; starting fresh")
     return None
 

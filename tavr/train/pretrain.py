@@ -152,6 +152,24 @@ def plot_curve(points: list[dict], path: Path) -> None:
 # ----- 2. training in segments -----
 
 
+def finished_base(root: TAVRConfig) -> dict:
+    """The card of `train.out` when it holds a finished base of these params (what shapes the weights:
+    synth, train, model), else {}. A finished base of other params is an error: a new recipe needs
+    the old base moved aside first, never a silent retrain over it."""
+    cfg = root.pretrain
+    path = Path(cfg.train.out) / "card.json"
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    if not card.get("finished"):
+        return {}
+    theirs, ours = card["params"], {"pretrain": to_dict(cfg), "model": to_dict(root.model)}
+    same = theirs["model"] == ours["model"] and all(
+        common.comparable(theirs["pretrain"][k]) == common.comparable(ours["pretrain"][k]) for k in ("synth", "train"))
+    if not same or card["steps"] < cfg.train.run.steps:
+        raise ValueError(f"{cfg.train.out} holds a finished base of other params (or fewer steps); move it aside "
+                         "to pretrain a new one")  # fmt: skip
+    return card
+
+
 def _ema_pipeline(root: TAVRConfig, checkpoint: Path, codec) -> TAVRPipeline:
     """The EMA weights of a checkpoint as a pipeline (the chain's codec, the stage's inference config)."""
     from safetensors.torch import load_file
@@ -178,6 +196,10 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     run_dir = Path(cfg.train.run_dir)
     if resume is None and common.latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} holds a pretraining run: resume it (--resume auto) or move the folder aside")
+    shipped = finished_base(root) if common.latest_checkpoint(run_dir) is None else {}  # a clone with the base, not its checkpoints
+    if shipped:
+        print(f"{cfg.train.out} is finished ({shipped['steps']} steps of these params): nothing to train", flush=True)
+        return shipped
     cache = prepare_data(root, progress)
     train_cfg = dataclasses.replace(cfg.train, cache=str(cache))
     config_dict = {"pretrain.train": to_dict(train_cfg), "model": to_dict(root.model)}  # what the weights depend on
@@ -205,7 +227,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     if step < run.steps:
         return {}
     metrics = json.loads((Path(train_cfg.out) / "metrics.json").read_text())
-    return write_card(root, Path(train_cfg.out), step, points, (metrics.get("loss_first"), metrics.get("loss_last")))
+    return write_card(root, Path(train_cfg.out), step, metrics["seconds"], points, (metrics.get("loss_first"), metrics.get("loss_last")))
 
 
 def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict:
@@ -239,10 +261,14 @@ def _write_curve(path: Path, points: list[dict]) -> None:
 
 
 def _commit() -> str:
+    """HEAD's hash, with "+changes" when tracked files differ from it (the code that ran is not that commit)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                                 check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+changes" if changed else "")
 
 
 def _provenance(root: TAVRConfig) -> dict:
@@ -274,18 +300,18 @@ def write_checkpoint_card(root: TAVRConfig, checkpoint: Path) -> None:
     write_json(checkpoint.parent.parent / "checkpoint_card.json", card, indent=1)
 
 
-def write_card(root: TAVRConfig, out: Path, step: int, points: list[dict], losses: tuple, exported_from: str = "") -> dict:
+def write_card(root: TAVRConfig, out: Path, step: int, seconds: float, points: list[dict], losses: tuple,
+               exported_from: str = "") -> dict:  # fmt: skip
     """out/card.json and out/MODEL_CARD.md for the weights in `out`: provenance, length (steps of the
     planned `train.run.steps`; `finished` is false for an export of a run still going), losses, the
     curve and the sha256 of every weight file."""
     cfg = root.pretrain
     planned = cfg.train.run.steps
     weights = sorted(p for p in out.rglob("*.safetensors"))
-    point = next((p for p in points if p["step"] == step), None)
     card = {
         **_provenance(root), "finished": step >= planned, "steps": step, "planned_steps": planned,
         "exported_from": exported_from, "samples_seen": step * cfg.train.run.batch_size * cfg.train.run.grad_accum,
-        "train_seconds": point["train_seconds"] if point else None,
+        "train_seconds": round(seconds, 1),
         "losses": {"loss_first": losses[0], "loss_last": losses[1]},
         "curve": points, "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
     }  # fmt: skip
@@ -321,7 +347,8 @@ def export(root: TAVRConfig) -> dict:
     shutil.rmtree(staged, ignore_errors=True)  # left by a killed export
     _ema_pipeline(root, ckpt, load_vae(cfg.train.vae)).save_pretrained(staged)
     points = [p for p in _read_curve(run_dir / "curve.jsonl") if p["step"] <= step]
-    card = write_card(root, staged, step, points, common.first_last(common.logged_series(run_dir, "loss")), str(ckpt))
+    seconds = float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
+    card = write_card(root, staged, step, seconds, points, common.first_last(common.logged_series(run_dir, "loss")), str(ckpt))
     replace_dir(staged, out)
     return card
 

@@ -3,6 +3,7 @@ SIGKILL, and its card's hashes name the files it wrote."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,16 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
     # a second run on a finished folder refuses to start over
     res = subprocess.run([*cmd, str(whole), "--resume", "never"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode != 0 and "holds a pretraining run" in res.stderr
+    # a clone that has the finished base but not its checkpoints trains nothing; other params are refused
+    shutil.rmtree(tmp_path / "whole" / "run" / "checkpoints")
+    res = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and "nothing to train" in res.stdout
+    assert json.loads((out / "card.json").read_text()) == card
+    other = yaml.safe_load(whole.read_text())
+    other["pretrain"]["train"]["run"]["lr"] = 1e-3
+    whole.write_text(yaml.safe_dump(other))
+    res = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0 and "finished base of other params" in res.stderr
 
 
 @pytest.mark.skipif(not (ROOT / "models/base/card.json").is_file(), reason="no base shipped yet (make pretrain writes it)")
