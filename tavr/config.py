@@ -308,6 +308,7 @@ class RLStageConfig:
     lora_alpha: float = 8.0
     identity_weight: float = 1.0  # reward weights
     lipsync_weight: float = 0.25
+    face_weight: float = 0.0  # dlib's detection score, mapped to [0, 1]: dense while faces are rare (tavr.rl.rewards)
     identity_frames: int = 2  # frames embedded per rollout video (dlib, ~150 ms each)
     lipsync_max_lag: int = 2
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)

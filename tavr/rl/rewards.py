@@ -186,7 +186,28 @@ def lipsync_reward(max_lag: int = 3) -> Reward:
     return reward
 
 
-REWARDS: dict[str, Callable[..., Reward]] = {"identity": identity_reward, "lipsync": lipsync_reward}
+FACE_FLOOR = -1.5  # dlib detections scored down to this count as "something face-like"; real faces score about +1
+
+
+def face_reward(frames: int = 4, floor: float = FACE_FLOOR) -> Reward:
+    """How face-like `frames` evenly sampled frames are: dlib's best detection score per frame, clipped to
+    [floor, 1] and mapped to [0, 1], averaged. Dense where identity and lip sync are not: it rises
+    before dlib counts a face (score >= 0), so GRPO has a signal while faces are still rare.
+    info["faces"] counts the sampled frames with a face."""
+
+    def reward(videos: list[np.ndarray], cond: dict) -> tuple[np.ndarray, dict]:
+        _check(videos, videos, "videos")
+        scores, found = np.zeros(len(videos), np.float32), np.zeros(len(videos), np.int64)
+        for i, video in enumerate(videos):
+            best = best_face_scores(video[sample_indices(len(video), frames)], floor)
+            scores[i] = float(np.mean((np.clip(best, floor, 1.0) - floor) / (1.0 - floor)))
+            found[i] = int((best >= 0).sum())
+        return scores, {"faces": found}
+
+    return reward
+
+
+REWARDS: dict[str, Callable[..., Reward]] = {"identity": identity_reward, "lipsync": lipsync_reward, "face": face_reward}
 
 
 def combined(weights: dict[str, float], **factory_kwargs: dict) -> Reward:

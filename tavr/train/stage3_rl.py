@@ -8,8 +8,9 @@ Each step:
      SDE sampler of tavr.rl.grpo from fixed-seed noise; the log-probability of every
      transition is kept.
   2. reward: the samples are decoded and scored against the reference clip's frames and
-     the target window's audio (tavr.rl.rewards: identity, lip sync, weights in params);
-     advantages are normalised within each group.
+     the target window's audio (tavr.rl.rewards: identity, lip sync and the dense face score,
+     weights in params); advantages are normalised within each group. A step in which no
+     sample differs from its group (every advantage 0) makes no update.
   3. update: a random `train_timesteps` of the sampler's steps get a gradient, split into
      `updates_per_rollout` optimizer updates; the loss is the clipped ratio objective
      plus `kl_weight` x the KL to the stage-2 model (a frozen copy, or the base weights
@@ -18,7 +19,7 @@ Writes
 
     out/                          a pipeline folder (TAVRPipeline.from_pretrained); LoRA merged in
     out/metrics.json              steps, reward_first/last (means over the first/last 10% of steps),
-                                  identity_heldout, seconds
+                                  steps_updated, identity_heldout, seconds
     run_dir/checkpoints/, dvclive/ (reward_mean, reward_std, identity, lipsync, kl, ...), wandb/
 """
 
@@ -69,10 +70,12 @@ class ClipMedia:
 
 
 def make_reward(cfg: RLStageConfig):
-    weights = {k: w for k, w in (("identity", cfg.identity_weight), ("lipsync", cfg.lipsync_weight)) if w != 0}
+    named = (("identity", cfg.identity_weight), ("lipsync", cfg.lipsync_weight), ("face", cfg.face_weight))
+    weights = {k: w for k, w in named if w != 0}
     if not weights:
-        raise ValueError("stage3: every reward weight is 0; set identity_weight or lipsync_weight")
-    kwargs = {"identity": {"frames": cfg.identity_frames}, "lipsync": {"max_lag": cfg.lipsync_max_lag}}
+        raise ValueError("stage3: every reward weight is 0; set identity_weight, lipsync_weight or face_weight")
+    kwargs = {"identity": {"frames": cfg.identity_frames}, "lipsync": {"max_lag": cfg.lipsync_max_lag},
+              "face": {"frames": cfg.identity_frames}}  # fmt: skip
     return combined(weights, **{k: v for k, v in kwargs.items() if k in weights})
 
 
@@ -170,6 +173,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
 
     rewards: list[float] = []
+    updated: list[float] = []  # 1 for a step that updated the weights, 0 for one without signal
     while step < run.steps:
         # 1. rollout: batch_size conditions x group_size samples
         targets = [int(rows[i]) for i in next(order)]
@@ -192,16 +196,19 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         groups = torch.arange(len(targets)).repeat_interleave(g)
         adv = grpo.group_advantages(torch.from_numpy(scores), groups).clamp(-cfg.adv_clip, cfg.adv_clip)
 
-        # 3. updates over disjoint random subsets of the sampler steps
+        # 3. updates over disjoint random subsets of the sampler steps; none when no sample beat its
+        # group (every advantage 0): Adam's momentum alone would still move the weights, off the signal
         model.train()
         chosen = torch.randperm(cfg.sample_steps, generator=rng(run.seed, step, -2))[:n_train].tolist()
+        signal = bool(accelerator.reduce(adv.abs().max().reshape(1), "max").item() > 0)  # every rank decides alike
         logs: list[dict] = []
-        for part in np.array_split(np.array(chosen), max(1, min(cfg.updates_per_rollout, n_train))):
+        for part in np.array_split(np.array(chosen), max(1, min(cfg.updates_per_rollout, n_train))) if signal else []:
             for j in part.tolist():
                 loss, parts = step_loss(model, reference, b, roll, j, sigmas, adv, cfg)
                 accelerator.backward(loss / len(part))
                 logs.append(parts)
             common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
+        updated.append(float(signal))
         step += 1
         ema.update(accelerator.unwrap_model(model), step)
 
@@ -210,8 +217,8 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         bar.update(mean_reward, len(gens) * accelerator.num_processes)
         if step % run.log_every == 0 or step == run.steps:
             metrics = {"reward_mean": mean_reward, "reward_std": float(scores.std()), "lr": scheduler.get_last_lr()[0],
-                       **{k: float(np.mean([p[k] for p in logs])) for k in logs[0]}}  # fmt: skip
-            metrics.update({k: float(np.mean(info[k])) for k in ("identity", "lipsync") if k in info})
+                       "updated": float(signal), **{k: float(np.mean([p[k] for p in logs])) for k in (logs[0] if logs else {})}}  # fmt: skip
+            metrics.update({k: float(np.mean(info[k])) for k in ("identity", "lipsync", "face") if k in info})
             if "identity/faces" in info:
                 metrics["face_rate"] = float(np.mean(info["identity/faces"] > 0))
             tracker.log(step, metrics)
@@ -232,7 +239,9 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         pipe = TAVRPipeline(final, vae, init.config)
         pipe.save_pretrained(cfg.out)
         first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"))
-        metrics = {"steps": step, "reward_first": first, "reward_last": last, **identity_heldout(pipe, cfg.heldout)}
+        done = updated if ckpt is None else common.logged_series(cfg.run_dir, "updated")
+        metrics = {"steps": step, "reward_first": first, "reward_last": last, "steps_updated": int(sum(done)) if done else None,
+                   **identity_heldout(pipe, cfg.heldout)}  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
         write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)
     tracker.close()

@@ -1,6 +1,7 @@
 """RL rewards: dlib identity similarity and lip-sync correlation on TAVR-Synth clips."""
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from tavr.config import SynthConfig
@@ -121,5 +122,15 @@ def test_combined_is_the_weighted_sum_of_its_components(clip):
         rewards.combined({"identity": 1.0}, lipsync={"max_lag": 2})
 
 
+def test_face_reward_orders_a_face_above_a_blur_above_nothing(clip):
+    face = clip.frames[:8]
+    blur = np.asarray([np.asarray(Image.fromarray(f).resize((16, 16)).resize(f.shape[1::-1], Image.BILINEAR)) for f in face])
+    flat = np.full_like(face, 127)
+    scores, info = rewards.face_reward(frames=2)([face, blur, flat], {})
+    assert scores[0] > 0.6 and info["faces"][0] == 2  # a real face: a detection score near +1
+    assert scores[2] == 0.0 and info["faces"][2] == 0  # nothing face-like: the floor
+    assert scores[0] > scores[1] >= scores[2] and scores.dtype == np.float32
+
+
 def test_rewards_are_listed_by_name():
-    assert set(rewards.REWARDS) == {"identity", "lipsync"}
+    assert set(rewards.REWARDS) == {"identity", "lipsync", "face"}

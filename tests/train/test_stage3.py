@@ -35,19 +35,21 @@ def _rl_cfg(cache, clips, init, tmp, name, steps, **kw):
 
 def test_stage3_logs_rewards_and_resumes_exactly(cache, clips, stage2_model, tmp_path):
     root = TAVRConfig()
-    straight = _rl_cfg(cache, clips, stage2_model, tmp_path, "straight", 2)
+    straight = _rl_cfg(cache, clips, stage2_model, tmp_path, "straight", 2, face_weight=1.0)
     metrics = stage3_rl.train(straight, root, {})
     assert metrics["steps"] == 2 and metrics["reward_first"] is not None
     log = pd.read_csv(tmp_path / "straight/run/dvclive/plots/metrics/reward_mean.tsv", sep="\t")
     assert log["step"].tolist() == [1, 2]
     kl = pd.read_csv(tmp_path / "straight/run/dvclive/plots/metrics/kl.tsv", sep="\t")["kl"]
     assert (kl >= 0).all() and kl.iloc[-1] > 0  # the policy moved away from the stage-2 model after step 1
-    for name in ("reward_std", "identity", "lipsync", "policy_loss", "clip_frac", "face_rate"):
+    for name in ("reward_std", "identity", "lipsync", "face", "policy_loss", "clip_frac", "face_rate", "updated"):
         assert (tmp_path / f"straight/run/dvclive/plots/metrics/{name}.tsv").is_file(), name
     saved = json.loads((tmp_path / "straight/model/metrics.json").read_text())
     assert saved["reward_first"] == metrics["reward_first"]
 
-    half = _rl_cfg(cache, clips, stage2_model, tmp_path, "resumed", 2)
+    updated = pd.read_csv(tmp_path / "straight/run/dvclive/plots/metrics/updated.tsv", sep="\t")["updated"]
+    assert metrics["steps_updated"] == updated.sum() >= 1  # the dense face score differed within a group
+    half = _rl_cfg(cache, clips, stage2_model, tmp_path, "resumed", 2, face_weight=1.0)
     assert stage3_rl.train(half, root, {}, stop_after=1) == {}
     stage3_rl.train(half, root, {}, resume="auto")
     a = load_file(str(tmp_path / "straight/model/transformer/model.safetensors"))
@@ -55,6 +57,17 @@ def test_stage3_logs_rewards_and_resumes_exactly(cache, clips, stage2_model, tmp
     start = load_file(str(stage2_model / "transformer/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], start[k]) for k in a)  # RL changed the weights
+
+
+def test_stage3_makes_no_update_without_signal(cache, clips, stage2_model, tmp_path):
+    """Identity alone on a model that draws no face: every reward is 0, every advantage is 0, and the
+    weights must stay the stage-2 model's (Adam's momentum would otherwise still move them)."""
+    cfg = _rl_cfg(cache, clips, stage2_model, tmp_path, "flat", 2, lipsync_weight=0.0)
+    metrics = stage3_rl.train(cfg, TAVRConfig(), {})
+    assert metrics["reward_first"] == metrics["reward_last"] == 0.0 and metrics["steps_updated"] == 0
+    a = load_file(str(tmp_path / "flat/model/transformer/model.safetensors"))
+    start = load_file(str(stage2_model / "transformer/model.safetensors"))
+    assert all(torch.equal(a[k], start[k]) for k in a)
 
 
 def test_stage3_with_lora_saves_a_plain_pipeline(cache, clips, stage2_model, tmp_path):
