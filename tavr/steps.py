@@ -107,10 +107,12 @@ def _heldout(cfg, clips: str):
 
 def flow_stage(params: str, section: str, latents_dir: str, vae_dir: str, clips: str, out: str, runs: str,
                init: str = "") -> dict:  # fmt: skip
-    """Stage 1 or 2 (or the image baseline's `image_stage1`/`image_stage2`): `init` is the previous stage."""
+    """Stage 1 or 2 (or the image baseline's `image_stage1`/`image_stage2`): `init` is the previous stage;
+    without one, the section's own `init` (stage 1: the shipped base, models/base, which the image holds)."""
     from tavr.train import stage1
 
     root = config(params)
+    init = init or getattr(root, section).init
     if root.kubeflow.trainer_nodes > 1:
         inputs = {"cache": latents_dir, "vae": vae_dir, "init": init, "clips": clips}
         return on_trainer(params, section, "stage1", inputs, out, runs)

@@ -47,11 +47,12 @@ from tavr.files import replace_dir, sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline
-from tavr.rl.rewards import best_face_scores
+from tavr.rl.rewards import FACE_FLOOR, best_face_scores
 from tavr.train import common, stage1
 from tavr.train.stage1 import saved_generate
 
-DETECT_FLOOR = -1.5  # dlib scores below this count as "no face at all"
+DETECT_FLOOR = FACE_FLOOR  # dlib scores below this count as "no face at all" (the face reward's floor)
+CODE = ("tavr", "params.yaml", "pyproject.toml", "requirements.lock")  # what a card's commit vouches for
 
 
 # ----- 1. data -----
@@ -261,11 +262,11 @@ def _write_curve(path: Path, points: list[dict]) -> None:
 
 
 def _commit() -> str:
-    """HEAD's hash, with "+changes" when tracked files differ from it (the code that ran is not that commit)."""
+    """HEAD's hash, with "+changes" when the code or params differ from it (what ran is not that commit)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                                 check=True).stdout.strip()  # fmt: skip
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], capture_output=True,
+                                 text=True, check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if changed else "")
