@@ -2,8 +2,9 @@
 
 For each of the first `count` pairs of the bench file, the pipeline generates the target
 clip's first chunk (its `chunk_frames` frames, the length every stage trains on) from the
-reference clip (a cross-scene video of the same held-out person), the target clip's
-frames as background with its person mask, and the target clip's audio. The score is the
+reference clip (a cross-scene video of the same held-out person, with its own audio as the
+reference audio, as in training; an image pipeline ignores it), the target clip's frames as
+background with its person mask, and the target clip's audio. The score is the
 identity reward (tavr.rl.rewards.identity_reward): cosine of mean dlib embeddings of
 `frames` generated and reference frames, 0 where no face is found. Seeds are fixed, so
 two models are compared on the same pairs and noise.
@@ -37,13 +38,14 @@ def identity_heldout(pipeline, cfg: HeldoutConfig, progress: bool = True) -> dic
     reward = identity_reward(cfg.frames)
     videos, refs = [], []
     for i, pair in enumerate(tqdm(pairs, desc="identity_heldout", unit="pair", disable=not progress)):
-        reference = read_video(root / pair["reference"]).frames
+        ref = read_video(root / pair["reference"], audio_rate=gen.audio_rate)  # with its own voice, as in training
         target = read_video(root / pair["target"]).frames[:n]
         mask = load_masks(root / pair["target_mask"])[:n]
         audio = read_audio(root / pair["driving_audio"], gen.audio_rate)[: round(n / gen.fps * gen.audio_rate)]
-        out = pipeline(reference, target, audio, background_mask=mask, num_steps=cfg.steps, seed=cfg.seed + i)
+        out = pipeline(ref.frames, target, audio, reference_audio=ref.audio, background_mask=mask, num_steps=cfg.steps,
+                       seed=cfg.seed + i)  # fmt: skip
         videos.append(out.frames)
-        refs.append(reference)
+        refs.append(ref.frames)
     scores, info = reward(videos, {"reference_frames": refs})
     return {
         "identity_heldout": float(np.mean(scores)),
