@@ -153,10 +153,12 @@ def plot_curve(points: list[dict], path: Path) -> None:
 # ----- 2. training in segments -----
 
 
-def finished_base(root: TAVRConfig) -> dict:
+def finished_base(root: TAVRConfig, reached: int = 0) -> dict:
     """The card of `train.out` when it holds a finished base of these params (what shapes the weights:
-    synth, train, model), else {}. A finished base of other params is an error: a new recipe needs
-    the old base moved aside first, never a silent retrain over it."""
+    synth, train, model) that is as long as asked and no older than the run's newest checkpoint
+    (at step `reached`): then there is nothing to train. {} when the run should go on: no finished
+    base, or one that a checkpoint at its own step can lengthen. Anything else is an error, never a
+    silent retrain over the base: other params, or a base that only older checkpoints could redo."""
     cfg = root.pretrain
     path = Path(cfg.train.out) / "card.json"
     card = json.loads(path.read_text()) if path.is_file() else {}
@@ -165,10 +167,14 @@ def finished_base(root: TAVRConfig) -> dict:
     theirs, ours = card["params"], {"pretrain": to_dict(cfg), "model": to_dict(root.model)}
     same = theirs["model"] == ours["model"] and all(
         common.comparable(theirs["pretrain"][k]) == common.comparable(ours["pretrain"][k]) for k in ("synth", "train"))
-    if not same or card["steps"] < cfg.train.run.steps:
-        raise ValueError(f"{cfg.train.out} holds a finished base of other params (or fewer steps); move it aside "
-                         "to pretrain a new one")  # fmt: skip
-    return card
+    if not same:
+        raise ValueError(f"{cfg.train.out} holds a finished base of other params; move it aside to pretrain a new one")
+    if card["steps"] >= max(cfg.train.run.steps, reached):
+        return card
+    if reached == card["steps"]:  # asked for more, and the checkpoint the base came from is here
+        return {}
+    raise ValueError(f"{cfg.train.out} is a finished base of {card['steps']} steps, but {cfg.train.run_dir} only holds a "
+                     f"checkpoint at step {reached}: lengthening it would retrain over the base; move it aside first")
 
 
 def _ema_pipeline(root: TAVRConfig, checkpoint: Path, codec) -> TAVRPipeline:
@@ -197,7 +203,7 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     run_dir = Path(cfg.train.run_dir)
     if resume is None and common.latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} holds a pretraining run: resume it (--resume auto) or move the folder aside")
-    shipped = finished_base(root) if common.latest_checkpoint(run_dir) is None else {}  # a clone with the base, not its checkpoints
+    shipped = finished_base(root, _step_of(common.latest_checkpoint(run_dir)))  # e.g. a clone: the base, not its checkpoints
     if shipped:
         print(f"{cfg.train.out} is finished ({shipped['steps']} steps of these params): nothing to train", flush=True)
         return shipped

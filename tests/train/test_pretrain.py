@@ -94,11 +94,20 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
     res = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0 and "nothing to train" in res.stdout
     assert json.loads((out / "card.json").read_text()) == card
-    other = yaml.safe_load(whole.read_text())
-    other["pretrain"]["train"]["run"]["lr"] = 1e-3
-    whole.write_text(yaml.safe_dump(other))
+    longer = yaml.safe_load(whole.read_text())
+    longer["pretrain"]["train"]["run"]["steps"] = 6  # longer, without the checkpoint it would continue from
+    whole.write_text(yaml.safe_dump(longer))
+    res = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0 and "retrain over the base" in res.stderr
+    longer["pretrain"]["train"]["run"].update(steps=4, lr=1e-3)
+    whole.write_text(yaml.safe_dump(longer))
     res = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode != 0 and "finished base of other params" in res.stderr
+    # the killed run's folder still holds an older checkpoint than its finished base: nothing to train either
+    older = sorted((tmp_path / "killed" / "run" / "checkpoints").glob("step_*"))
+    shutil.rmtree(older[-1])
+    res = subprocess.run([*cmd, str(killed)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and "nothing to train" in res.stdout
 
 
 @pytest.mark.skipif(not (ROOT / "models/base/card.json").is_file(), reason="no base shipped yet (make pretrain writes it)")
