@@ -51,7 +51,6 @@ from tavr.rl.rewards import FACE_FLOOR, best_face_scores
 from tavr.train import common, stage1
 from tavr.train.stage1 import saved_generate
 
-DETECT_FLOOR = FACE_FLOOR  # dlib scores below this count as "no face at all" (the face reward's floor)
 CODE = ("tavr", "params.yaml", "pyproject.toml", "requirements.lock")  # what a card's commit vouches for
 
 
@@ -121,7 +120,7 @@ def curve_point(pipe: TAVRPipeline, pairs: dict[str, tuple[Path, list[dict]]], r
                 mask = load_masks(base / pair["target_mask"])[:n]
                 audio = read_audio(base / pair["driving_audio"], gen.audio_rate)[: round(n / gen.fps * gen.audio_rate)]
                 video = pipe(reference, target, audio, background_mask=mask, num_steps=cfg.eval_steps, seed=i).frames[:n]
-                scores.append(np.maximum(best_face_scores(video[::2], DETECT_FLOOR), DETECT_FLOOR))
+                scores.append(np.maximum(best_face_scores(video[::2], FACE_FLOOR), FACE_FLOOR))
                 psnrs.append(_person_psnr(video, target, mask))
             s = np.concatenate(scores)
             name = f"{kind}_wrong_ref" if wrong else kind
@@ -191,6 +190,11 @@ def _step_of(ckpt: Path | None) -> int:
     return int(json.loads((ckpt / "state.json").read_text())["step"]) if ckpt else 0
 
 
+def _seconds_of(ckpt: Path) -> float:
+    """Training seconds a checkpoint's run had spent when it was saved (every resumed call summed)."""
+    return float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
+
+
 def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | None = None, progress: bool = True) -> dict:
     """Run (or resume) the pretraining to `train.run.steps`; `stop_after` ends this call at that step.
 
@@ -244,7 +248,7 @@ def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict
         seconds = 0.0
     else:
         pipe = _ema_pipeline(root, ckpt, codec)
-        seconds = float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
+        seconds = _seconds_of(ckpt)
     run = root.pretrain.train.run
     return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
             "eval": curve_point(pipe, pairs, root)}  # fmt: skip
@@ -354,8 +358,7 @@ def export(root: TAVRConfig) -> dict:
     shutil.rmtree(staged, ignore_errors=True)  # left by a killed export
     _ema_pipeline(root, ckpt, load_vae(cfg.train.vae)).save_pretrained(staged)
     points = [p for p in _read_curve(run_dir / "curve.jsonl") if p["step"] <= step]
-    seconds = float(json.loads((ckpt / "state.json").read_text())["data"].get("seconds", 0.0))
-    card = write_card(root, staged, step, seconds, points, common.first_last(common.logged_series(run_dir, "loss")), str(ckpt))
+    card = write_card(root, staged, step, _seconds_of(ckpt), points, common.first_last(common.logged_series(run_dir, "loss")), str(ckpt))
     replace_dir(staged, out)
     return card
 

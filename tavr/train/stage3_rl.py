@@ -163,17 +163,17 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     sigmas = grpo.sigmas(cfg.sample_steps, cfg.shift)
     n_train = min(cfg.train_timesteps, cfg.sample_steps)
 
-    step, prior_seconds = 0, 0.0
+    step, prior_seconds, updates = 0, 0.0, 0  # updates: steps that changed the weights (the others had no signal)
     ckpt = common.resume_from(cfg.run_dir, resume)
     if ckpt is not None:
         step, data_state = common.load_checkpoint(ckpt, model, optimizer, scheduler, ema, accelerator=accelerator)
         order.load_state_dict(data_state)
         prior_seconds = float(data_state.get("seconds", 0.0))
+        updates = int(data_state.get("updates", 0))
     tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
     bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
 
     rewards: list[float] = []
-    updated: list[float] = []  # 1 for a step that updated the weights, 0 for one without signal
     while step < run.steps:
         # 1. rollout: batch_size conditions x group_size samples
         targets = [int(rows[i]) for i in next(order)]
@@ -208,7 +208,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
                 accelerator.backward(loss / len(part))
                 logs.append(parts)
             common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
-        updated.append(float(signal))
+        updates += int(signal)
         step += 1
         ema.update(accelerator.unwrap_model(model), step)
 
@@ -222,7 +222,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
             if "identity/faces" in info:
                 metrics["face_rate"] = float(np.mean(info["identity/faces"] > 0))
             tracker.log(step, metrics)
-        data_state = {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start}
+        data_state = {**order.state_dict(), "seconds": prior_seconds + time.perf_counter() - start, "updates": updates}
         if common.after_step(run, cfg.run_dir, step, model, optimizer, scheduler, ema, data_state, accelerator, stop_after):
             bar.close()
             tracker.close()
@@ -239,8 +239,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         pipe = TAVRPipeline(final, vae, init.config)
         pipe.save_pretrained(cfg.out)
         first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"))
-        done = updated if ckpt is None else common.logged_series(cfg.run_dir, "updated")
-        metrics = {"steps": step, "reward_first": first, "reward_last": last, "steps_updated": int(sum(done)) if done else None,
+        metrics = {"steps": step, "reward_first": first, "reward_last": last, "steps_updated": updates,
                    **identity_heldout(pipe, cfg.heldout)}  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
         write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)

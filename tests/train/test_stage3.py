@@ -51,7 +51,8 @@ def test_stage3_logs_rewards_and_resumes_exactly(cache, clips, stage2_model, tmp
     assert metrics["steps_updated"] == updated.sum() >= 1  # the dense face score differed within a group
     half = _rl_cfg(cache, clips, stage2_model, tmp_path, "resumed", 2, face_weight=1.0)
     assert stage3_rl.train(half, root, {}, stop_after=1) == {}
-    stage3_rl.train(half, root, {}, resume="auto")
+    resumed = stage3_rl.train(half, root, {}, resume="auto")
+    assert resumed["steps_updated"] == metrics["steps_updated"]  # counted across the resume
     a = load_file(str(tmp_path / "straight/model/transformer/model.safetensors"))
     b = load_file(str(tmp_path / "resumed/model/transformer/model.safetensors"))
     start = load_file(str(stage2_model / "transformer/model.safetensors"))
