@@ -159,7 +159,7 @@ class RunConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ema_decay: float = 0.999  # 0 = no EMA
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str = "no"  # no | bf16 | fp16 | auto (bf16 on a CUDA GPU, fp32 on the CPU, where bf16 is slow)
     checkpoint_every: int = 50  # steps
     keep_checkpoints: int = 2  # newest kept; 0 = all
     log_every: int = 5  # steps

@@ -84,6 +84,17 @@ def reference_length(frames: int, cap: int) -> int:
     return n - (n - 1) % 4 if n >= 1 else 0
 
 
+def save_pipeline(directory: str | Path, transformer: TAVRTransformer3DModel, vae, config: GenerateConfig) -> None:
+    """A pipeline folder (transformer/, vae/, model_index.json) from its parts, without building the
+    encoders: what a training stage writes, also on a machine without the encoders' packages."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    transformer.save_pretrained(directory / "transformer")
+    vae.save(directory / "vae")
+    index = {"format": FORMAT, "generate": dataclasses.asdict(config)}
+    (directory / "model_index.json").write_text(json.dumps(index, indent=1))
+
+
 class TAVRPipeline:
     def __init__(self, transformer: TAVRTransformer3DModel, vae: PatchCodec | TAVRVAE, config: GenerateConfig):
         self.transformer, self.vae, self.config = transformer.eval(), vae.eval(), config
@@ -113,12 +124,7 @@ class TAVRPipeline:
     # ----- saving and loading -----
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(directory / "transformer")
-        self.vae.save(directory / "vae")
-        index = {"format": FORMAT, "generate": dataclasses.asdict(self.config)}
-        (directory / "model_index.json").write_text(json.dumps(index, indent=1))
+        save_pipeline(directory, self.transformer, self.vae, self.config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> TAVRPipeline:

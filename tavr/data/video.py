@@ -20,8 +20,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+try:
+    import av
+except ImportError:  # a slim training image (latents only): reading or writing a media file then says so
+    av = None
 
 __all__ = [
     "Clip", "VideoError", "iter_video", "probe", "read_audio", "read_video", "write_audio", "write_video",
@@ -60,7 +64,13 @@ class Clip:
         return float(self.num_frames / self.fps)
 
 
+def _need_av() -> None:
+    if av is None:
+        raise ImportError("reading or writing media files needs PyAV: pip install av")
+
+
 def _open(path: str | os.PathLike):
+    _need_av()
     try:
         container = av.open(str(path))
     except FileNotFoundError as e:
@@ -146,7 +156,7 @@ def _mono(chunks: list, resampler) -> np.ndarray:
     return np.clip(np.concatenate(chunks), -1.0, 1.0)
 
 
-_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError)
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError) if av is not None else (OSError, ValueError)
 
 
 def _only(container, stream) -> None:
@@ -514,6 +524,7 @@ def write_video(path, frames: np.ndarray, fps, audio: np.ndarray | None = None,
     fps = _as_fps(fps)
     if audio is not None:
         audio = _check_audio(audio)
+    _need_av()
     path, tmp = _atomic_target(path)
     try:
         with av.open(str(tmp), "w") as out:

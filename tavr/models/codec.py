@@ -186,7 +186,7 @@ class PatchCodec(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> PatchCodec:

@@ -279,7 +279,7 @@ class TAVRTransformer3DModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TAVRTransformer3DModel:

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
 from safetensors.torch import save_file
 from torch import nn
 
@@ -75,6 +74,8 @@ class TAVRVAE(nn.Module):
             raise ValueError("VAE config: needs 4 dim_mult levels and temperal_downsample [False, True, True]")
         plain = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in config.items()}
         self.arch = {k: v for k, v in plain.items() if not k.startswith("latents_")}
+        from diffusers import AutoencoderKLWan  # only Wan's VAE needs diffusers; the patch codec trains without it
+
         self.vae = AutoencoderKLWan(**self.arch)
         self.register_buffer("latents_mean", torch.zeros(self.arch["z_dim"]))
         self.register_buffer("latents_std", torch.ones(self.arch["z_dim"]))
@@ -150,7 +151,7 @@ class TAVRVAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "vae_config.json").write_text(json.dumps(self.config, indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / "vae.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / "vae.safetensors"))
 
     @classmethod
     def load(cls, directory: str | Path) -> TAVRVAE:
@@ -167,6 +168,8 @@ class TAVRVAE(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file() or not (directory / DIFFUSERS_WEIGHTS).is_file():
             raise FileNotFoundError(f"no diffusers VAE at {directory}: it needs config.json and {DIFFUSERS_WEIGHTS}")
+        from diffusers import AutoencoderKLWan
+
         wan = AutoencoderKLWan.from_pretrained(str(directory), local_files_only=True)
         wc = wan.config
         if wc.is_residual or wc.patch_size is not None or wc.decoder_base_dim not in (None, wc.base_dim):

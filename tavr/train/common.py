@@ -60,9 +60,12 @@ def make_accelerator(run: RunConfig, run_dir: str | Path) -> Accelerator:
             fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
             transformer_cls_names_to_wrap=["TAVRBlock"], reshard_after_forward=True,
         )
+    precision = run.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
     return Accelerator(
         cpu=not torch.cuda.is_available(),  # without it accelerate ignores a multi-process launch on CPU
-        mixed_precision=run.mixed_precision, gradient_accumulation_steps=run.grad_accum, project_dir=str(run_dir),
+        mixed_precision=precision, gradient_accumulation_steps=run.grad_accum, project_dir=str(run_dir),
         fsdp_plugin=fsdp, step_scheduler_with_optimizer=False,
         # conditions are dropped some steps (no reference, no audio, no motion): their parameters get no gradient
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -573,14 +576,14 @@ class Tracker:
             return
         run_dir = Path(run_dir)
         if run.dvclive:
-            from dvclive import Live
-
             if resume_step is not None:
                 _truncate_tsv(run_dir / "dvclive", resume_step)
             try:
+                from dvclive import Live  # a slim training image may lack it: the same files are written then
+
                 self.live = Live(dir=str(run_dir / "dvclive"), resume=resume_step is not None,
                                  save_dvc_exp=False, dvcyaml=False)
-            except Exception as err:  # e.g. a git repo without commits trips dvclive's experiment lookup
+            except Exception as err:  # not installed, or a git repo without commits trips its experiment lookup
                 warnings.warn(f"dvclive did not start ({type(err).__name__}: {err}); writing its TSV layout directly")
                 self.live = _TsvLive(run_dir / "dvclive")
         mode = "disabled" if os.environ.get("WANDB_MODE") == "disabled" else run.wandb_mode

@@ -201,8 +201,8 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     Returns the card (also written to out/card.json) once the run is complete, else {}."""
     cfg = root.pretrain
     run = cfg.train.run
-    if cfg.eval_every < 1 or cfg.eval_every % run.checkpoint_every:
-        raise ValueError(f"pretrain.eval_every ({cfg.eval_every}) must be a positive multiple of "
+    if cfg.eval_every < 0 or cfg.eval_every % run.checkpoint_every:
+        raise ValueError(f"pretrain.eval_every ({cfg.eval_every}) must be 0 (no curve) or a positive multiple of "
                          f"pretrain.train.run.checkpoint_every ({run.checkpoint_every})")  # fmt: skip
     run_dir = Path(cfg.train.run_dir)
     if resume is None and common.latest_checkpoint(run_dir) is not None:
@@ -214,27 +214,30 @@ def pretrain(root: TAVRConfig, resume: str | None = "auto", stop_after: int | No
     cache = prepare_data(root, progress)
     train_cfg = dataclasses.replace(cfg.train, cache=str(cache))
     config_dict = {"pretrain.train": to_dict(train_cfg), "model": to_dict(root.model)}  # what the weights depend on
-    pairs = eval_pairs(root)
+    curve = cfg.eval_every > 0  # 0: no curve (a machine without the scorers: PyAV, dlib, MiniLM); --score adds the base's point
+    pairs = eval_pairs(root) if curve else {}
     codec = load_vae(train_cfg.vae)  # read once: a `dvc repro codec` elsewhere may replace the folder meanwhile
     curve_path = run_dir / "curve.jsonl"
 
     step = _step_of(common.latest_checkpoint(run_dir))
     points = [p for p in _read_curve(curve_path) if p["step"] <= step]  # a point of a checkpoint that was since lost is dropped
-    if not points or points[-1]["step"] < step:  # the start, or a point missed by a kill between save and eval
+    if curve and (not points or points[-1]["step"] < step):  # the start, or a point missed by a kill between save and eval
         points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
-    _write_curve(curve_path, points)
+        _write_curve(curve_path, points)
     end = run.steps if stop_after is None else min(stop_after, run.steps)
     while step < end:
-        target = min(step + cfg.eval_every - step % cfg.eval_every, end)
+        target = min(step + cfg.eval_every - step % cfg.eval_every, end) if curve else end
         stage1.train(train_cfg, root, config_dict, resume="auto", stop_after=None if target == run.steps else target)
         before, step = step, _step_of(common.latest_checkpoint(run_dir))
         if step <= before:
             raise RuntimeError(f"pretraining stopped at step {before} without a new checkpoint (stop_after must be a "
                                f"multiple of checkpoint_every, {run.checkpoint_every})")
-        points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
-        _write_curve(curve_path, points)
+        if curve:
+            points.append(_point(root, common.latest_checkpoint(run_dir), step, pairs, codec))
+            _write_curve(curve_path, points)
         write_checkpoint_card(root, common.latest_checkpoint(run_dir))
-    plot_curve(points, run_dir / "curve.png")
+    if points:
+        plot_curve(points, run_dir / "curve.png")
     if step < run.steps:
         return {}
     metrics = json.loads((Path(train_cfg.out) / "metrics.json").read_text())
@@ -249,6 +252,7 @@ def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict
     else:
         pipe = _ema_pipeline(root, ckpt, codec)
         seconds = _seconds_of(ckpt)
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")  # where the run trains
     run = root.pretrain.train.run
     return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
             "eval": curve_point(pipe, pairs, root)}  # fmt: skip
@@ -277,8 +281,9 @@ def _commit() -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], capture_output=True,
                                  text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a build machine): what the copier declared
+        declared = os.environ.get("TAVR_CODE_COMMIT", "")
+        return f"{declared} (declared: copied without .git)" if declared else "unknown"
     return head + ("+changes" if changed else "")
 
 
@@ -293,7 +298,8 @@ def _provenance(root: TAVRConfig) -> dict:
                  "identity_range": [0, cfg.synth.identities - 1], "scenes": int(manifest["scene"].nunique()),
                  "clips": len(manifest)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
+                    "device": "cuda" if torch.cuda.is_available() else "cpu",
+                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "commit": _commit(),
     }  # fmt: skip
 
@@ -327,8 +333,16 @@ def write_card(root: TAVRConfig, out: Path, step: int, seconds: float, points: l
         "curve": points, "sha256": {str(p.relative_to(out)): sha256(p) for p in weights},
     }  # fmt: skip
     write_json(out / "card.json", card, indent=1)
-    last = points[-1]["eval"] if points else {}
-    state = "finished" if card["finished"] else f"**unfinished**: exported from `{exported_from}`, {step} of {planned} planned steps"
+    _write_model_card(root, out, card)
+    return card
+
+
+def _write_model_card(root: TAVRConfig, out: Path, card: dict) -> None:
+    """out/MODEL_CARD.md, the card's summary for people."""
+    cfg = root.pretrain
+    step, planned = card["steps"], card["planned_steps"]
+    last = card["curve"][-1]["eval"] if card["curve"] else {}
+    state = "finished" if card["finished"] else f"**unfinished**: exported from `{card['exported_from']}`, {step} of {planned} planned steps"
     lines = [
         "# TAVR tiny base (pretrained)", "",
         f"- command: `{card['command']}`, code commit `{card['commit']}`; {state}",
@@ -341,6 +355,23 @@ def write_card(root: TAVRConfig, out: Path, step: int, seconds: float, points: l
         "", "| file | sha256 |", "| --- | --- |", *[f"| `{k}` | `{v}` |" for k, v in card["sha256"].items()], "",
     ]  # fmt: skip
     (out / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def score(root: TAVRConfig) -> dict:
+    """Score the base in `train.out` as it is (the curve point of its last step) and add the point to its
+    card and MODEL_CARD.md: for a run trained without a curve (`eval_every: 0`, e.g. on a GPU machine
+    without the scorers' PyAV, dlib and MiniLM). The weights, their hashes and the provenance stay."""
+    out = Path(root.pretrain.train.out)
+    path = out / "card.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: nothing to score (tavr pretrain writes it)")
+    card = json.loads(path.read_text())
+    pipe = TAVRPipeline.from_pretrained(out).to("cuda" if torch.cuda.is_available() else "cpu")
+    point = {"step": card["steps"], "samples": card["samples_seen"], "train_seconds": card["train_seconds"],
+             "eval": curve_point(pipe, eval_pairs(root), root), "scored_after_training": True}  # fmt: skip
+    card["curve"] = [p for p in card["curve"] if p["step"] != point["step"]] + [point]
+    write_json(path, card, indent=1)
+    _write_model_card(root, out, card)
     return card
 
 
@@ -367,9 +398,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = common.params_parser("Pretrain the tiny base on its own TAVR-Synth set, with a quality curve.")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint) or never")
     ap.add_argument("--export", action="store_true", help="write `out` from the newest checkpoint now, finished or not")
+    ap.add_argument("--score", action="store_true", help="add the curve point of the base in `out` to its card")
     root, args = common.parse_config(ap, argv)
     try:
-        card = export(root) if args.export else pretrain(root, None if args.resume == "never" else "auto")
+        if args.score:
+            card = score(root)
+        else:
+            card = export(root) if args.export else pretrain(root, None if args.resume == "never" else "auto")
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(json.dumps({k: card[k] for k in ("steps", "samples_seen", "train_seconds")} if card else {}, indent=1))

@@ -39,7 +39,7 @@ from tavr.eval.heldout import identity_heldout
 from tavr.files import sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
-from tavr.pipeline import TAVRPipeline, masked_background
+from tavr.pipeline import TAVRPipeline, masked_background, save_pipeline
 from tavr.train import common
 
 
@@ -85,14 +85,15 @@ class LatentCache:
             raise ValueError(f"clip {me['clip_id']} has one window: no motion latents to train with")
         return int(nxt[0])
 
-    def batch(self, targets: list[int], refs: list[int], motion_frames: int = 0, reference: str = "video") -> dict[str, torch.Tensor]:
+    def batch(self, targets: list[int], refs: list[int], motion_frames: int = 0, reference: str = "video",
+              device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:  # fmt: skip
         """Model inputs for a batch: x0, mask (B, 1, F', h, w), background, reference, audio windows;
         with `motion_frames`, "motion" (B, C, motion_frames, h, w): the last latent frames of each
         target's previous window (every target must have one: see `with_previous`).
 
         reference="image" (the image-reference baseline) keeps latent frame 0 of each reference window,
         which the causal VAE computes from the window's first frame alone, exactly as it encodes a
-        single image, and no reference audio."""
+        single image, and no reference audio. Every tensor is on `device` (the accelerator's)."""
         if reference not in ("video", "image"):
             raise ValueError(f"reference must be 'video' or 'image'; got {reference!r}")
         t = self.tensors
@@ -110,7 +111,7 @@ class LatentCache:
             if (prev < 0).any():
                 raise ValueError("a motion batch needs targets that have a previous window")
             out["motion"] = t["latent"][prev][:, :, -motion_frames:].float()
-        return out
+        return {k: v.to(device) if v is not None else None for k, v in out.items()}
 
 
 def rng(*key: int) -> torch.Generator:
@@ -143,8 +144,9 @@ def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: 
     gradient as one process.
     """
     x0 = b["x0"]
-    sigma = torch.cat([flow.sample_sigmas(1, cfg.shift, generator=g) for g in generators])  # (B,)
-    noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators])
+    # drawn on the CPU generators, then moved: the same numbers on any device
+    sigma = torch.cat([flow.sample_sigmas(1, cfg.shift, generator=g) for g in generators]).to(x0.device)  # (B,)
+    noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators]).to(x0.device)
     x = flow.interpolate(x0, noise, sigma)
     pred = predict(model, x, sigma * flow.NUM_TRAIN_TIMESTEPS, b, keep_ratio, use_ref, use_audio)
     target, weight = flow.velocity_target(x0, noise), 1.0 + cfg.person_weight * b["mask"]
@@ -161,7 +163,7 @@ def _cross_or_same(cache: LatentCache, row: int, g: torch.Generator) -> int:
 
 
 @torch.no_grad()
-def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
+def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig, device: torch.device | str = "cpu") -> float:
     """Flow loss on bench windows with cross-scene references, fixed noise: comparable across runs."""
     g = torch.Generator().manual_seed(1234)
     rows = cache.rows("bench")
@@ -172,7 +174,7 @@ def validation_loss(model, cache: LatentCache, cfg: FlowStageConfig) -> float:
         targets = [int(rows[(k * cfg.run.batch_size + i) % len(rows)]) for i in range(cfg.run.batch_size)]
         refs = [_cross_or_same(cache, r, g) for r in targets]
         gens = [rng(4321, k, i) for i in range(len(targets))]
-        losses.append(flow_loss(model, cache.batch(targets, refs, reference=cfg.reference), cfg, 1.0, True, True, gens).item())
+        losses.append(flow_loss(model, cache.batch(targets, refs, reference=cfg.reference, device=device), cfg, 1.0, True, True, gens).item())
     return float(np.mean(losses))
 
 
@@ -257,7 +259,8 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
                 if motion:  # continue a clip: targets with a window before them, whose end is the motion
                     targets = [cache.with_previous(r) for r in targets]
                 refs = [cache.reference_for(r, cfg.pairing, gn) for r, gn in zip(targets, gens)]
-                loss = flow_loss(model, cache.batch(targets, refs, motion, cfg.reference), cfg, keep, use_ref, use_audio, gens)
+                b = cache.batch(targets, refs, motion, cfg.reference, device=accelerator.device)
+                loss = flow_loss(model, b, cfg, keep, use_ref, use_audio, gens)
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
         step += 1
@@ -280,14 +283,14 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         final = accelerator.unwrap_model(model)
         ema.copy_to(final)
         final.eval()
-        generate = saved_generate(root, cfg.reference)
-        pipe = TAVRPipeline(final, load_vae(cfg.vae), generate)
-        pipe.save_pretrained(cfg.out)
+        generate, vae = saved_generate(root, cfg.reference), load_vae(cfg.vae).to(accelerator.device)
+        save_pipeline(cfg.out, final, vae, generate)
         # a resumed run saw only part of the losses: read the whole curve from its log then
         first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))
         metrics = {
             "steps": step, "loss_first": first, "loss_last": last,
-            "val_loss": validation_loss(final, cache, cfg), **identity_heldout(pipe, cfg.heldout),
+            "val_loss": validation_loss(final, cache, cfg, accelerator.device),
+            **(identity_heldout(TAVRPipeline(final, vae, generate), cfg.heldout) if cfg.heldout.count > 0 else {}),
         }  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
         write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)  # curves stay per step

@@ -169,7 +169,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         step, data_state = common.load_checkpoint(ckpt, model, optimizer, scheduler, ema, accelerator=accelerator)
         order.load_state_dict(data_state)
         prior_seconds = float(data_state.get("seconds", 0.0))
-        updates = int(data_state.get("updates", 0))
+        updates = data_state.get("updates")  # None: a checkpoint from before the count, which stays unknown
     tracker = common.Tracker(run, cfg.run_dir, config_dict, accelerator, resume_step=step if ckpt else None)
     bar = common.progress(run.steps, step, disable=not accelerator.is_main_process)
 
@@ -208,7 +208,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
                 accelerator.backward(loss / len(part))
                 logs.append(parts)
             common.clip_and_step(accelerator, model, optimizer, scheduler, run.grad_clip)
-        updates += int(signal)
+        updates = None if updates is None else updates + int(signal)
         step += 1
         ema.update(accelerator.unwrap_model(model), step)
 

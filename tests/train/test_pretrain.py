@@ -110,6 +110,26 @@ def test_pretrain_resumes_exactly_after_sigkill_and_its_card_names_its_files(cac
     assert res.returncode == 0 and "nothing to train" in res.stdout
 
 
+def test_a_run_without_a_curve_is_scored_afterwards_into_its_card(cache, clips, tmp_path):
+    from tavr.train.pretrain import pretrain, score
+
+    path = _params(tmp_path, cache, clips, "nocurve")
+    raw = yaml.safe_load(path.read_text())
+    raw["pretrain"]["eval_every"] = 0  # a GPU machine without the scorers
+    raw["pretrain"]["train"]["run"]["steps"] = 2
+    path.write_text(yaml.safe_dump(raw))
+    root = load_config(path)
+    card = pretrain(root, progress=False)
+    out = tmp_path / "nocurve" / "base"
+    assert card["finished"] and card["curve"] == [] and not (tmp_path / "nocurve/run/curve.jsonl").exists()
+    scored = score(root)
+    assert [p["step"] for p in scored["curve"]] == [2] and scored["curve"][0]["scored_after_training"]
+    assert set(scored["curve"][0]["eval"]) == {"bench", "bench_wrong_ref", "pretrain"}
+    assert {k: v for k, v in scored.items() if k != "curve"} == {k: v for k, v in card.items() if k != "curve"}
+    assert json.loads((out / "card.json").read_text()) == scored and "bench faces" in (out / "MODEL_CARD.md").read_text()
+    assert score(root)["curve"] == scored["curve"]  # scoring again replaces the point, it does not add one
+
+
 @pytest.mark.skipif(not (ROOT / "models/base/card.json").is_file(), reason="no base shipped yet (make pretrain writes it)")
 def test_the_shipped_base_matches_its_card_and_loads():
     base = ROOT / "models" / "base"
