@@ -115,11 +115,12 @@ def curve_point(pipe: TAVRPipeline, pairs: dict[str, tuple[Path, list[dict]]], r
             scores, psnrs = [], []
             for i, pair in enumerate(items):
                 ref_pair = items[(i + 1) % len(items)] if wrong else pair
-                reference = read_video(base / ref_pair["reference"]).frames
+                reference = read_video(base / ref_pair["reference"], audio_rate=gen.audio_rate)  # its own voice, as in training
                 target = read_video(base / pair["target"]).frames[:n]
                 mask = load_masks(base / pair["target_mask"])[:n]
                 audio = read_audio(base / pair["driving_audio"], gen.audio_rate)[: round(n / gen.fps * gen.audio_rate)]
-                video = pipe(reference, target, audio, background_mask=mask, num_steps=cfg.eval_steps, seed=i).frames[:n]
+                video = pipe(reference.frames, target, audio, reference_audio=reference.audio, background_mask=mask,
+                             num_steps=cfg.eval_steps, seed=i).frames[:n]  # fmt: skip
                 scores.append(np.maximum(best_face_scores(video[::2], FACE_FLOOR), FACE_FLOOR))
                 psnrs.append(_person_psnr(video, target, mask))
             s = np.concatenate(scores)
@@ -276,14 +277,17 @@ def _write_curve(path: Path, points: list[dict]) -> None:
 
 
 def _commit() -> str:
-    """HEAD's hash, with "+changes" when the code or params differ from it (what ran is not that commit)."""
+    """HEAD's hash, with "+changes" when the code or params differ from it (what ran is not that commit);
+    TAVR_CODE_COMMIT, when set, wins: the commit a copied tree was made from."""
+    declared = os.environ.get("TAVR_CODE_COMMIT", "")
+    if declared:  # a copied tree (a build or GPU machine), whose .git may be missing or older than its files
+        return f"{declared} (declared by TAVR_CODE_COMMIT)"
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], capture_output=True,
                                  text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a build machine): what the copier declared
-        declared = os.environ.get("TAVR_CODE_COMMIT", "")
-        return f"{declared} (declared: copied without .git)" if declared else "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
     return head + ("+changes" if changed else "")
 
 
