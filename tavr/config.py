@@ -294,6 +294,7 @@ class RLStageConfig:
     run_dir: str = "runs/stage3"
     pairing: str = "cross_scene"  # reference of each rollout condition (batch_size conditions per step)
     reference: str = "video"  # video | image: as in stages 1 and 2
+    conditions: int = 0  # > 0: a fixed pool of this many train windows, cycled (so early and late steps score the same); 0 = all
     group_size: int = 4  # G samples per condition; advantages are normalised within a group
     sample_steps: int = 8  # SDE steps per rollout
     shift: float = 1.0

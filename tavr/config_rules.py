@@ -121,6 +121,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("PretrainConfig", "eval_pairs"): at_least(1),
     ("PretrainConfig", "eval_steps"): at_least(1),
     ("PretrainConfig", "eval_frames"): at_least(1),
+    ("RLStageConfig", "conditions"): at_least(0),
     ("RLStageConfig", "group_size"): at_least(2),
     ("RLStageConfig", "sample_steps"): at_least(1),
     ("RLStageConfig", "train_timesteps"): at_least(1),

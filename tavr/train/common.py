@@ -523,11 +523,11 @@ def logged_series(run_dir, name: str) -> list[float]:
     return [float(r[v]) for r in sorted(rows, key=lambda r: int(r[s]))]
 
 
-def first_last(values: list[float]) -> tuple[float | None, float | None]:
-    """Means over the first and the last 10% of a series (None when empty)."""
+def first_last(values: list[float], share: float = 0.1) -> tuple[float | None, float | None]:
+    """Means over the first and the last `share` of a series (at least one value each; None when empty)."""
     if not values:
         return None, None
-    k = max(1, len(values) // 10)
+    k = max(1, int(len(values) * share))
     return float(np.mean(values[:k])), float(np.mean(values[-k:]))
 
 

@@ -18,7 +18,7 @@ Each step:
 Writes
 
     out/                          a pipeline folder (TAVRPipeline.from_pretrained); LoRA merged in
-    out/metrics.json              steps, reward_first/last (means over the first/last 10% of steps),
+    out/metrics.json              steps, reward_first/last (means over the first/last quarter of steps),
                                   steps_updated, identity_heldout, seconds
     run_dir/checkpoints/, dvclive/ (reward_mean, reward_std, identity, lipsync, kl, ...), wandb/
 """
@@ -155,6 +155,11 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     media = ClipMedia(cfg.manifest, cache.index, window, root.generate.fps, root.generate.audio_rate)
     reward_fn = make_reward(cfg)
     rows = cache.rows("train")
+    if 0 < cfg.conditions < run.batch_size * accelerator.num_processes:
+        raise ValueError(f"stage 3 conditions ({cfg.conditions}) must be 0 or at least one global batch "
+                         f"({run.batch_size} x {accelerator.num_processes} processes)")  # fmt: skip
+    if cfg.conditions > 0:  # a fixed pool, drawn once from the seed: every epoch of steps sees the same conditions
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(run.seed))[: cfg.conditions].numpy()]
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay)
     scheduler = common.make_scheduler(optimizer, run)
@@ -238,7 +243,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         final.eval()
         pipe = TAVRPipeline(final, vae, init.config)
         pipe.save_pretrained(cfg.out)
-        first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"))
+        first, last = common.first_last(rewards if ckpt is None else common.logged_series(cfg.run_dir, "reward_mean"), 0.25)
         metrics = {"steps": step, "reward_first": first, "reward_last": last, "steps_updated": updates,
                    **identity_heldout(pipe, cfg.heldout)}  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start

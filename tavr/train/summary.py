@@ -11,7 +11,7 @@ Reads each stage's metrics.json and writes
      "chain_seconds": codec + latents + stage1..3 seconds (latents: reports/train/latents.json),
      "checks": {"loss_drop", "stage2_beats_stage1", "stage3_beats_stage2"}}
 
-loss_first/last and reward_first/last are means over the first and last 10% of steps.
+loss_first/last are means over the first and last 10% of steps, reward_first/last over the first and last quarter.
 curves.png plots the loss and reward curves logged by dvclive under runs/.
 """
 
