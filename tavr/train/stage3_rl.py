@@ -69,6 +69,17 @@ class ClipMedia:
         return audio[round(w["start_frame"] * hop) : round((w["start_frame"] + self.window) * hop)]
 
 
+def condition_pool(rows: np.ndarray, conditions: int, seed: int) -> np.ndarray:
+    """The train windows stage 3 draws its conditions from: all of them (`conditions` 0), or a fixed
+    pool of `conditions` drawn once from `seed`, which the epoch shuffler then cycles, so that early
+    and late steps score the same windows and a rise of the reward is the model's, not the draw's."""
+    if conditions <= 0:
+        return rows
+    if conditions > len(rows):
+        raise ValueError(f"stage 3 conditions ({conditions}) exceeds the {len(rows)} train windows")
+    return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:conditions].numpy()]
+
+
 def make_reward(cfg: RLStageConfig):
     named = (("identity", cfg.identity_weight), ("lipsync", cfg.lipsync_weight), ("face", cfg.face_weight))
     weights = {k: w for k, w in named if w != 0}
@@ -158,8 +169,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     if 0 < cfg.conditions < run.batch_size * accelerator.num_processes:
         raise ValueError(f"stage 3 conditions ({cfg.conditions}) must be 0 or at least one global batch "
                          f"({run.batch_size} x {accelerator.num_processes} processes)")  # fmt: skip
-    if cfg.conditions > 0:  # a fixed pool, drawn once from the seed: every epoch of steps sees the same conditions
-        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(run.seed))[: cfg.conditions].numpy()]
+    rows = condition_pool(rows, cfg.conditions, run.seed)
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay)
     scheduler = common.make_scheduler(optimizer, run)

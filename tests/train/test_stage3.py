@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 from tavr.config import FlowStageConfig, HeldoutConfig, RLStageConfig, RunConfig, TAVRConfig
 from tavr.eval.heldout import identity_heldout
 from tavr.pipeline import TAVRPipeline
-from tavr.train import stage1, stage3_rl
+from tavr.train import common, stage1, stage3_rl
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,19 @@ def test_stage3_rejects_settings_that_cannot_learn(cache, clips, stage2_model, t
     cfg = dataclasses.replace(_rl_cfg(cache, clips, stage2_model, tmp_path, "t0", 1), train_timesteps=0)
     with pytest.raises(ValueError, match="train_timesteps"):
         stage3_rl.train(cfg, TAVRConfig(), {})
+
+
+def test_a_condition_pool_is_fixed_and_every_epoch_cycles_all_of_it():
+    rows = np.arange(100, 140)
+    pool = stage3_rl.condition_pool(rows, 4, seed=0)
+    assert len(set(pool.tolist())) == 4 and set(pool.tolist()) <= set(rows.tolist())
+    assert np.array_equal(pool, stage3_rl.condition_pool(rows, 4, seed=0))  # the same pool on every rank and resume
+    assert not np.array_equal(pool, stage3_rl.condition_pool(rows, 4, seed=1))
+    assert np.array_equal(stage3_rl.condition_pool(rows, 0, seed=0), rows)
+    order = common.EpochShuffler(len(pool), 2, 0, 0, 1)
+    first = {int(pool[i]) for _ in range(2) for i in next(order)}
+    last = {int(pool[i]) for _ in range(2) for i in next(order)}
+    assert first == last == set(pool.tolist())  # two steps of 2 see the whole pool, then again
+    with pytest.raises(ValueError, match="exceeds"):
+        stage3_rl.condition_pool(rows, 41, seed=0)
+
