@@ -49,3 +49,13 @@ def test_a_step_under_bf16_autocast_is_finite_and_close_to_fp32(cache):
         model.zero_grad()
         losses.append(loss.item())
     assert losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
+def test_auto_precision_is_fp32_on_the_cpu(tmp_path):
+    from tavr.config import RunConfig
+    from tavr.train import common
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine 'auto' is bf16 by design")
+    # (accelerate's state is one per process, so an explicit bf16 cannot be built beside it here)
+    assert common.make_accelerator(RunConfig(mixed_precision="auto"), tmp_path).mixed_precision == "no"
