@@ -1,0 +1,62 @@
+"""Inference knobs on a validation slice of the bench: sampler steps and reference guidance.
+
+    python benchmarks/guidance_val.py [--pairs data/bench_pairs.json] [--start 10] [--count 30]
+        [--json benchmarks/results/guidance_val.json]
+
+The report scores bench pairs 1-10 (`bench.limit`); knobs are chosen on pairs 11-40 (the same ten
+held-out people in other clips), never on the reported ones. Each setting generates every pair of
+the slice with `tavr.eval.benchmark.generate` (the bench's seeds, frames, scoring and gallery of the
+slice's people) from the trained pipelines `make run` leaves: TAVR (`models/stage3`, video
+reference) and the raw-image baseline (`models/image/stage3`, first frame), so a knob that helps
+only one method shows. Reported per setting: face rate, identification (id_top1), margin, raw
+identity, lip sync and person PSNR, means over the slice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from tavr.data.pairs import load_pairs, write_pairs
+from tavr.eval.benchmark import generate
+from tavr.pipeline import TAVRPipeline
+
+SETTINGS = (  # (name, model, protocol, sampler steps, reference guidance)
+    ("tavr_s8", "models/stage3", "video", 8, 1.0),
+    ("tavr_s16", "models/stage3", "video", 16, 1.0),
+    ("tavr_s8_ref2", "models/stage3", "video", 8, 2.0),
+    ("tavr_s8_ref3", "models/stage3", "video", 8, 3.0),
+    ("image_raw_s8", "models/image/stage3", "raw", 8, 1.0),
+    ("image_raw_s8_ref2", "models/image/stage3", "raw", 8, 2.0),
+)
+KEYS = ("face_rate", "id_top1", "id_margin", "identity", "lipsync", "person_psnr")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", default="data/bench_pairs.json")
+    ap.add_argument("--start", type=int, default=10, help="first pair of the slice (0-based); the report uses 0..9")
+    ap.add_argument("--count", type=int, default=30)
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--json", default="benchmarks/results/guidance_val.json")
+    args = ap.parse_args()
+    root, pairs = load_pairs(args.pairs)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        slice_file = Path(tmp) / "pairs.json"
+        write_pairs(slice_file, pairs[args.start : args.start + args.count], root)
+        for name, model, protocol, steps, guidance in SETTINGS:
+            pipe = TAVRPipeline.from_pretrained(model, reference_guidance=guidance)
+            s = generate(pipe, slice_file, Path(tmp) / name, steps, 0, 0, name, 4, 3, lambda i, n: None, protocol,
+                         args.frames)  # fmt: skip
+            means = s.get("metrics", s)
+            rows.append({"setting": name, "model": model, "protocol": protocol, "steps": steps, "reference_guidance": guidance,
+                         **{k: means.get(k) for k in KEYS}})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    Path(args.json).write_text(json.dumps({"pairs": f"{args.pairs}[{args.start}:{args.start + args.count}]", "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
