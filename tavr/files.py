@@ -52,6 +52,13 @@ def load_weights(path: str | Path) -> dict:
     return load_file(str(path))
 
 
+def save_weights(module, path: str | Path) -> None:
+    """A module's state dict as a .safetensors file, on the CPU whatever device it trained on."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
 def write_json(path: str | Path, data: Any, indent: int = 2, newline: bool = True) -> None:
     """JSON through a temporary file (per process) and `os.replace`."""
     path = Path(path)

@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from tavr.files import load_weights
+from tavr.files import load_weights, save_weights
 
 CLASS_NAME = "PatchCodec"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -186,7 +185,7 @@ class PatchCodec(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=1))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        save_weights(self, directory / WEIGHTS_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> PatchCodec:

@@ -26,14 +26,13 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tavr import flow
 from tavr.config import ModelConfig, build_config
-from tavr.files import load_weights
+from tavr.files import load_weights, save_weights
 from tavr.models.attention import Attention
 from tavr.models.layers import ConditionEmbedder, FeedForward, FP32LayerNorm, TextProjection, grid_positions, rope_freqs
 from tavr.models.token_selection import TokenSelector
@@ -279,7 +278,7 @@ class TAVRTransformer3DModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=1))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / "model.safetensors"))
+        save_weights(self, directory / "model.safetensors")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TAVRTransformer3DModel:

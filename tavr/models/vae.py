@@ -19,10 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from tavr.files import load_weights
+from tavr.files import load_weights, save_weights
 from tavr.models.codec import CLASS_NAME as CODEC_CLASS
 from tavr.models.codec import PATCH_CODEC, PatchCodec
 
@@ -151,7 +150,7 @@ class TAVRVAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "vae_config.json").write_text(json.dumps(self.config, indent=1))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / "vae.safetensors"))
+        save_weights(self, directory / "vae.safetensors")
 
     @classmethod
     def load(cls, directory: str | Path) -> TAVRVAE:

@@ -290,6 +290,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
         metrics = {
             "steps": step, "loss_first": first, "loss_last": last,
             "val_loss": validation_loss(final, cache, cfg, accelerator.device),
+            # the pipeline (and its encoders' packages) only when there is something to score
             **(identity_heldout(TAVRPipeline(final, vae, generate), cfg.heldout) if cfg.heldout.count > 0 else {}),
         }  # fmt: skip
         metrics["seconds"] = prior_seconds + time.perf_counter() - start
