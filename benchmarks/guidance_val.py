@@ -1,7 +1,7 @@
 """Inference knobs on a validation slice of the bench: sampler steps and reference guidance.
 
     python benchmarks/guidance_val.py [--pairs data/bench_pairs.json] [--start 10] [--count 30]
-        [--json benchmarks/results/guidance_val.json]
+        [--seed 0] [--setting NAME=MODEL:PROTOCOL:STEPS:GUIDANCE ...] [--json benchmarks/results/guidance_val.json]
 
 The report scores bench pairs 1-10 (`bench.limit`); knobs are chosen on pairs 11-40 (the same ten
 held-out people in other clips), never on the reported ones. Each setting generates every pair of
@@ -9,7 +9,9 @@ the slice with `tavr.eval.benchmark.generate` (the bench's seeds, frames, scorin
 slice's people) from the trained pipelines `make run` leaves: TAVR (`models/stage3`, video
 reference) and the raw-image baseline (`models/image/stage3`, first frame), so a knob that helps
 only one method shows. Reported per setting: face rate, identification (id_top1), margin, raw
-identity, lip sync and person PSNR, means over the slice.
+identity, lip sync and person PSNR, means over the slice. `--setting` (repeatable) replaces the
+default settings, e.g. `--setting s1=models/stage1:video:8:3` to compare trained variants side by side;
+`--seed` shifts every pair's noise (pair i uses seed + i) to see how much of a difference is the draw.
 """
 
 from __future__ import annotations
@@ -34,12 +36,24 @@ SETTINGS = (  # (name, model, protocol, sampler steps, reference guidance)
 KEYS = ("face_rate", "id_top1", "id_margin", "identity", "lipsync", "person_psnr")
 
 
+def _setting(text: str) -> tuple[str, str, str, int, float]:
+    """NAME=MODEL:PROTOCOL:STEPS:GUIDANCE -> a row of SETTINGS."""
+    try:
+        name, rest = text.split("=", 1)
+        model, protocol, steps, guidance = rest.rsplit(":", 3)
+        return name, model, protocol, int(steps), float(guidance)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL:PROTOCOL:STEPS:GUIDANCE, got {text!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default="data/bench_pairs.json")
     ap.add_argument("--start", type=int, default=10, help="first pair of the slice (0-based); the report uses 0..9")
     ap.add_argument("--count", type=int, default=30)
     ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0, help="pair i is generated with seed + i")
+    ap.add_argument("--setting", action="append", type=_setting, help="NAME=MODEL:PROTOCOL:STEPS:GUIDANCE (repeatable)")
     ap.add_argument("--json", default="benchmarks/results/guidance_val.json")
     args = ap.parse_args()
     root, pairs = load_pairs(args.pairs)
@@ -47,12 +61,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         slice_file = Path(tmp) / "pairs.json"
         write_pairs(slice_file, pairs[args.start : args.start + args.count], root)
-        for name, model, protocol, steps, guidance in SETTINGS:
+        for name, model, protocol, steps, guidance in args.setting or SETTINGS:
             pipe = TAVRPipeline.from_pretrained(model, reference_guidance=guidance)
-            s = generate(pipe, slice_file, Path(tmp) / name, steps, 0, 0, name, 4, 3, lambda i, n: None, protocol,
+            s = generate(pipe, slice_file, Path(tmp) / name, steps, 0, args.seed, name, 4, 3, lambda i, n: None, protocol,
                          args.frames)  # fmt: skip
             means = s.get("metrics", s)
-            rows.append({"setting": name, "model": model, "protocol": protocol, "steps": steps, "reference_guidance": guidance,
+            rows.append({"setting": name, "seed": args.seed, "model": model, "protocol": protocol, "steps": steps, "reference_guidance": guidance,
                          **{k: means.get(k) for k in KEYS}})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     Path(args.json).write_text(json.dumps({"pairs": f"{args.pairs}[{args.start}:{args.start + args.count}]", "rows": rows}, indent=1))

@@ -237,6 +237,7 @@ class FlowStageConfig:
 
     run: RunConfig = field(default_factory=_run(steps=200, batch_size=4, lr=3e-4, warmup_steps=10, ema_decay=0.99, checkpoint_every=50, log_every=10))
     pairing: str = "same_scene"  # same_scene: the other window of the clip | cross_scene: another scene, same identity
+    same_scene_share: float = 0.0  # with cross_scene: chance a sample keeps a same-scene reference (stage 1's task, replayed)
     reference: str = "video"  # video: the reference window and its audio | image: its first frame alone (the baseline)
     init: str = ""  # a pipeline folder to start from ("" = fresh weights)
     cache: str = "data/latents"

@@ -114,6 +114,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("FlowStageConfig", "person_weight"): at_least(0),
     ("FlowStageConfig", "min_keep_ratio"): KEEP,
     ("FlowStageConfig", "drop_reference"): SHARE,
+    ("FlowStageConfig", "same_scene_share"): SHARE,
     ("FlowStageConfig", "drop_audio"): SHARE,
     ("FlowStageConfig", "motion_prob"): SHARE,
     ("FlowStageConfig", "val_batches"): at_least(0),

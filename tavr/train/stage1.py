@@ -5,7 +5,7 @@
 Every training window of the latent cache is a target. Its reference is another
 window: the other, non-overlapping window of the same clip (`pairing: same_scene`,
 stage 1) or a window of the same identity filmed in another scene (`cross_scene`,
-stage 2). The target background is the target latent with the person's cells
+stage 2; `same_scene_share` of its samples keep stage 1's same-scene reference). The target background is the target latent with the person's cells
 zeroed. The loss is the flow-matching velocity error, weighted up inside the person
 mask. Each step keeps a random share of reference tokens, so token selection learns
 every budget, and drops the reference or the audio now and then, for guidance. A share
@@ -155,6 +155,14 @@ def flow_loss(model, b: dict, cfg: FlowStageConfig, keep_ratio: float, use_ref: 
     return torch.stack([flow.loss(pred[i], target[i], weight[i]) for i in range(len(x0))]).mean()
 
 
+def _pairing(cfg: FlowStageConfig, g: torch.Generator) -> str:
+    """The pairing of one sample: cfg.pairing, or same_scene for a share `same_scene_share` of a cross-scene
+    stage's samples (drawn only when that share is set, so other runs keep their random streams)."""
+    if cfg.pairing == "cross_scene" and cfg.same_scene_share > 0 and float(torch.rand(1, generator=g)) < cfg.same_scene_share:
+        return "same_scene"
+    return cfg.pairing
+
+
 def _cross_or_same(cache: LatentCache, row: int, g: torch.Generator) -> int:
     try:
         return cache.reference_for(row, "cross_scene", g)
@@ -258,7 +266,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
                 motion = motion_frames if bool(torch.rand(1, generator=g) < cfg.motion_prob) else 0
                 if motion:  # continue a clip: targets with a window before them, whose end is the motion
                     targets = [cache.with_previous(r) for r in targets]
-                refs = [cache.reference_for(r, cfg.pairing, gn) for r, gn in zip(targets, gens)]
+                refs = [cache.reference_for(r, _pairing(cfg, gn), gn) for r, gn in zip(targets, gens)]
                 b = cache.batch(targets, refs, motion, cfg.reference, device=accelerator.device)
                 loss = flow_loss(model, b, cfg, keep, use_ref, use_audio, gens)
                 accelerator.backward(loss)

@@ -95,6 +95,26 @@ def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
         lc.reference_for(0, "sideways")
 
 
+def test_a_same_scene_share_replays_stage_1_pairs_inside_a_cross_scene_stage():
+    from tavr.config import load_config
+    from tavr.train.stage1 import _pairing, rng
+
+    def draws(**kw):
+        cfg = FlowStageConfig(pairing="cross_scene", **kw)
+        return [_pairing(cfg, rng(0, i)) for i in range(400)]
+
+    assert set(draws()) == {"cross_scene"}
+    assert set(draws(same_scene_share=1.0)) == {"same_scene"}
+    share = draws(same_scene_share=0.5).count("same_scene") / 400
+    assert 0.4 < share < 0.6
+    # no share set: the sample's generator is not touched, so runs without it draw the noise they always drew
+    g = rng(0, 7)
+    _pairing(FlowStageConfig(pairing="cross_scene"), g)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=rng(0, 7)))
+    with pytest.raises(ValueError, match="same_scene_share"):
+        load_config(None, {"stage2": {"same_scene_share": 1.5}})
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path, kill_at_first_checkpoint):
     """Kill -9 a real stage-1 process after its first checkpoint; `--resume auto` ends on the
     weights of a run that was never killed, and no logged step is lost or repeated."""
