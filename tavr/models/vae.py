@@ -128,6 +128,14 @@ class TAVRVAE(nn.Module):
             raise ValueError(f"video height and width must be multiples of 8; got {video.shape[3]}x{video.shape[4]}")
         return self.vae.encode(video).latent_dist
 
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training pass, through this module so that a DDP wrapper sees it: video (B, 3, F, H, W)
+        -> (the decoded posterior sample (B, 3, F, H, W), the KL to N(0, 1) per latent element, 0-d)."""
+        posterior = self.posterior(video)
+        recon = self.vae.decode(posterior.sample()).sample
+        kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+        return recon, kl
+
     def encode(self, video: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None):
         """video (B, 3, F, H, W) in [-1, 1] -> normalised latent (B, C, 1 + (F - 1) / 4, H/8, W/8).
 

@@ -58,11 +58,12 @@ def train_windows(paths: list[Path], frames: int, limit: int = 0) -> Iterator[to
 
 
 @torch.no_grad()
-def psnr(codec, paths: list[Path], frames: int) -> float:
-    """Mean reconstruction PSNR (dB, [0, 1] scale) over the first `frames` frames of each clip."""
+def psnr(codec, paths: list[Path], frames: int, device: torch.device | str = "cpu") -> float:
+    """Mean reconstruction PSNR (dB, [0, 1] scale) over the first `frames` frames of each clip;
+    the clips go to `device`, the codec's."""
     scores = []
     for path in paths:
-        x = to_video_tensor(read_video(path).frames[:frames])
+        x = to_video_tensor(read_video(path).frames[:frames]).to(device)
         mse = ((codec.decode(codec.encode(x)) - x) ** 2).mean().item() / 4  # [-1, 1] -> [0, 1]
         scores.append(10 * np.log10(1.0 / max(mse, 1e-10)))
     return float(np.mean(scores))

@@ -92,10 +92,8 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
     while step < run.steps:
         for _ in range(run.grad_accum):
             with accelerator.accumulate(vae):
-                x = random_crops(train_paths, next(order), cfg.frames, cfg.crop)
-                posterior = model.posterior(x)
-                recon = model.vae.decode(posterior.sample()).sample
-                kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+                x = random_crops(train_paths, next(order), cfg.frames, cfg.crop).to(accelerator.device)
+                recon, kl = vae(x)  # the prepared module: DDP's gradient hooks and autocast apply
                 loss = (recon - x).abs().mean() + cfg.kl_weight * kl
                 accelerator.backward(loss)
                 common.clip_and_step(accelerator, vae, optimizer, scheduler, run.grad_clip)
@@ -115,13 +113,14 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
     vae.eval()
     metrics = {}
     if accelerator.is_main_process:
-        windows = [to_video_tensor(read_video(p).frames[: cfg.frames]) for p in train_paths[: cfg.stats_windows]]
+        windows = [to_video_tensor(read_video(p).frames[: cfg.frames]).to(accelerator.device)
+                   for p in train_paths[: cfg.stats_windows]]  # fmt: skip
         model.set_latent_stats(*model.estimate_latent_stats(windows))
         model.save(cfg.out)
         first, last = common.first_last(losses if ckpt is None else common.logged_series(cfg.run_dir, "loss"))
         metrics = {
             "steps": step, "loss_first": first, "loss_last": last,
-            "psnr_bench": psnr(model, bench_paths[:8], cfg.eval_frames), "seconds": prior_seconds + time.perf_counter() - start,
+            "psnr_bench": psnr(model, bench_paths[:8], cfg.eval_frames, accelerator.device), "seconds": prior_seconds + time.perf_counter() - start,
         }  # fmt: skip
         write_json(Path(cfg.out) / "metrics.json", metrics, indent=1, newline=False)  # curves stay per step
     tracker.close()

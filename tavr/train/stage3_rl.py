@@ -92,32 +92,41 @@ def make_reward(cfg: RLStageConfig):
 
 def _forward(model, x: torch.Tensor, sigma: float, b: dict) -> torch.Tensor:
     """The velocity at noise level `sigma` (one for the batch) with every condition and all reference tokens."""
-    return predict(model, x, torch.full((x.shape[0],), sigma * flow.NUM_TRAIN_TIMESTEPS), b)
+    return predict(model, x, torch.full((x.shape[0],), sigma * flow.NUM_TRAIN_TIMESTEPS, device=x.device), b)
 
 
 @torch.no_grad()
 def rollout(model, b: dict, sigmas: torch.Tensor, cfg: RLStageConfig, generators: list[torch.Generator]) -> dict:
     """SDE samples for batch `b` (B conditions, already repeated per group member).
 
-    Returns xs (T + 1, B, C, F', h, w): the states from noise to the sample; logp (T, B).
+    Returns xs (T + 1, B, C, F', h, w): the states from noise to the sample; logp (T, B). The noise
+    is drawn on the CPU generators and moved to the batch's device: the same samples on any device.
     """
-    shape = b["x0"].shape[1:]
-    x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+    shape, device = b["x0"].shape[1:], b["x0"].device
+    x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
     xs, logps = [x], []
     for j in range(len(sigmas) - 1):
         s, s_next = float(sigmas[j]), float(sigmas[j + 1])
         mean = grpo.sde_mean(x, _forward(model, x, s, b), s, s_next, cfg.noise_level, cfg.sigma_cap)
         std = grpo.step_std(s, s_next, cfg.noise_level, cfg.sigma_cap)
-        eps = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+        eps = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
         x = mean + std * eps
         xs.append(x)
         logps.append(grpo.log_prob(x, mean, std))
     return {"xs": torch.stack(xs), "logp": torch.stack(logps)}
 
 
+def advantages(scores: np.ndarray, group_size: int, clip: float, device: torch.device | str) -> torch.Tensor:
+    """Rewards (B * group_size,) of consecutive groups -> advantages (B * group_size,) on `device`,
+    normalised within each group and clipped to [-clip, clip]."""
+    groups = torch.arange(len(scores) // group_size).repeat_interleave(group_size)
+    return grpo.group_advantages(torch.from_numpy(scores), groups).clamp(-clip, clip).to(device)
+
+
 def step_loss(model, reference, b: dict, roll: dict, j: int, sigmas: torch.Tensor, adv: torch.Tensor,
               cfg: RLStageConfig) -> tuple[torch.Tensor, dict]:  # fmt: skip
-    """The loss of sampler step j: clipped policy objective + kl_weight * KL to the reference model."""
+    """The loss of sampler step j: clipped policy objective + kl_weight * KL to the reference model;
+    and its parts as detached 0-d tensors (read with float() where they are logged)."""
     s, s_next = float(sigmas[j]), float(sigmas[j + 1])
     x, x_next = roll["xs"][j], roll["xs"][j + 1]
     std = grpo.step_std(s, s_next, cfg.noise_level, cfg.sigma_cap)
@@ -126,7 +135,7 @@ def step_loss(model, reference, b: dict, roll: dict, j: int, sigmas: torch.Tenso
     with torch.no_grad():
         mean_ref = grpo.sde_mean(x, reference(x, s, b), s, s_next, cfg.noise_level, cfg.sigma_cap)
     kl = grpo.kl(mean, mean_ref, std).mean()
-    return policy + cfg.kl_weight * kl, {"policy_loss": policy.item(), "kl": kl.item(), "clip_frac": clipped.item()}
+    return policy + cfg.kl_weight * kl, {"policy_loss": policy.detach(), "kl": kl.detach(), "clip_frac": clipped.detach()}
 
 
 def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str | None = "auto",
@@ -157,7 +166,8 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
 
     def reference(x, s, b):
         if ref_model is not None:
-            return _forward(ref_model, x, s, b)
+            with accelerator.autocast():  # the copy was made before prepare, so it has no autocast of its own
+                return _forward(ref_model, x, s, b)
         with lora.lora_disabled(model):
             return _forward(model, x, s, b)
 
@@ -174,6 +184,10 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay)
     scheduler = common.make_scheduler(optimizer, run)
     model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device  # prepare moved the policy; the frozen copy and the decoder go along
+    vae.to(device)
+    if ref_model is not None:
+        ref_model.to(device)
     ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
     sigmas = grpo.sigmas(cfg.sample_steps, cfg.shift)
     n_train = min(cfg.train_timesteps, cfg.sample_steps)
@@ -195,7 +209,8 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         offset = accelerator.process_index * run.batch_size
         refs = [cache.reference_for(r, cfg.pairing, rng(run.seed, step, offset + i, -1)) for i, r in enumerate(targets)]
         g = cfg.group_size
-        b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)], reference=cfg.reference)
+        b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)], reference=cfg.reference,
+                        device=device)  # fmt: skip
         gens = [rng(run.seed, step, offset * g + i) for i in range(len(targets) * g)]
         model.eval()
         roll = rollout(model, b, sigmas, cfg, gens)
@@ -208,8 +223,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
                 "audio": [media.audio(t) for t in targets for _ in range(g)],
                 "audio_rate": root.generate.audio_rate, "fps": root.generate.fps}  # fmt: skip
         scores, info = reward_fn(videos, cond)
-        groups = torch.arange(len(targets)).repeat_interleave(g)
-        adv = grpo.group_advantages(torch.from_numpy(scores), groups).clamp(-cfg.adv_clip, cfg.adv_clip)
+        adv = advantages(scores, g, cfg.adv_clip, device)
 
         # 3. updates over disjoint random subsets of the sampler steps; none when no sample beat its
         # group (every advantage 0): Adam's momentum alone would still move the weights, off the signal
@@ -227,12 +241,12 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
         step += 1
         ema.update(accelerator.unwrap_model(model), step)
 
-        mean_reward = float(accelerator.reduce(torch.tensor(float(scores.mean())), "mean"))
+        mean_reward = float(accelerator.reduce(torch.tensor(float(scores.mean()), device=device), "mean"))
         rewards.append(mean_reward)
         bar.update(mean_reward, len(gens) * accelerator.num_processes)
         if step % run.log_every == 0 or step == run.steps:
             metrics = {"reward_mean": mean_reward, "reward_std": float(scores.std()), "lr": scheduler.get_last_lr()[0],
-                       "updated": float(signal), **{k: float(np.mean([p[k] for p in logs])) for k in (logs[0] if logs else {})}}  # fmt: skip
+                       "updated": float(signal), **{k: float(np.mean([float(p[k]) for p in logs])) for k in (logs[0] if logs else {})}}  # fmt: skip
             metrics.update({k: float(np.mean(info[k])) for k in ("identity", "lipsync", "face") if k in info})
             if "identity/faces" in info:
                 metrics["face_rate"] = float(np.mean(info["identity/faces"] > 0))

@@ -1,12 +1,15 @@
 """Training on an accelerator: every tensor of a step lives on the model's device, and a step runs
 under bf16 autocast. The meta device stands in for a GPU (nothing on it may mix with CPU tensors)."""
 
+import numpy as np
 import pytest
 import torch
 
-from tavr.config import FlowStageConfig, ModelConfig
+from tavr.config import FlowStageConfig, ModelConfig, RLStageConfig
 from tavr.models.transformer import TAVRTransformer3DModel
-from tavr.train import stage1
+from tavr.models.vae import PRESETS, TAVRVAE
+from tavr.rl import grpo
+from tavr.train import stage1, stage3_rl
 from tavr.train.stage1 import LatentCache
 
 MICRO = dict(num_attention_heads=2, attention_head_dim=16, freq_dim=32, ffn_dim=64, num_layers=1)
@@ -33,6 +36,36 @@ def test_batch_and_loss_live_on_the_models_device(cache):
     assert {v.device.type for v in b.values() if v is not None} == {"meta"}
     loss = stage1.flow_loss(_model(lat, "meta"), b, FlowStageConfig(), 0.5, True, True, gens)
     assert loss.device.type == "meta" and loss.shape == ()
+
+
+def test_an_rl_rollout_its_advantages_and_its_loss_live_on_the_models_device(cache):
+    """Stage 3's step: SDE rollout, group advantages of the (CPU, numpy) rewards, the clipped loss with
+    the KL to a frozen copy; the rollout's noise is drawn on CPU generators and must be moved."""
+    lat = LatentCache(cache / "latents")
+    cfg = RLStageConfig(group_size=2, sample_steps=2)
+    b, _ = _step_inputs(lat, "meta")
+    model, frozen = _model(lat, "meta"), _model(lat, "meta").requires_grad_(False)
+    sigmas = grpo.sigmas(cfg.sample_steps, cfg.shift)
+    roll = stage3_rl.rollout(model, b, sigmas, cfg, [stage1.rng(0, 0, i) for i in range(2)])
+    assert roll["xs"].device.type == "meta" and roll["xs"].shape[:2] == (3, 2)
+    adv = stage3_rl.advantages(np.array([0.2, 0.5]), cfg.group_size, cfg.adv_clip, "meta")
+    assert adv.device.type == "meta" and adv.shape == (2,)
+
+    def reference(x, s, batch):
+        return stage3_rl._forward(frozen, x, s, batch)
+
+    loss, parts = stage3_rl.step_loss(model, reference, b, roll, 0, sigmas, adv, cfg)
+    assert loss.device.type == "meta" and loss.shape == ()
+    assert {v.device.type for v in parts.values()} == {"meta"}
+
+
+def test_the_vae_training_pass_runs_through_the_module_on_its_device():
+    """Stage 0 calls the (possibly DDP-wrapped) module itself; its reconstruction and KL stay on the
+    module's device."""
+    vae = TAVRVAE.from_config(PRESETS["wan-tiny"]).to("meta")
+    recon, kl = vae(torch.empty(1, 3, 5, 32, 32, device="meta"))
+    assert recon.device.type == kl.device.type == "meta"
+    assert recon.shape == (1, 3, 5, 32, 32) and kl.shape == ()
 
 
 def test_a_step_under_bf16_autocast_is_finite_and_close_to_fp32(cache):
