@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: install run pretrain test test-all push pull lock clean image
+.PHONY: install run pretrain test test-all push pull lock clean image image-cpu image-cuda wheels wheels-cuda test-images
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=/path/to/python3.11")'
@@ -56,7 +56,40 @@ clean:
 # The package images the kfp components and the predictor run (docker/); the manifests name these tags.
 IMAGE_CPU ?= ghcr.io/tavr-platform/tavr:cpu
 IMAGE_CUDA ?= ghcr.io/tavr-platform/tavr:cuda
+# Air-gapped builds: BASE_IMAGE=tavr-base:bookworm (docker/base-image.sh) and `make wheels` first.
+BASE_IMAGE ?= python:3.11-slim-bookworm
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+DOCKER ?= docker
+BUILD_FLAGS ?=  # e.g. --network host where the daemon has no bridge and the build must reach an index
+IMAGE_ARGS = $(BUILD_FLAGS) --build-arg TORCH=$(TORCH) --build-arg BASE_IMAGE=$(BASE_IMAGE)
 
-image:  ## build both images, with the same torch pin as .venv
-	docker build -f docker/Dockerfile.cpu --build-arg TORCH=$(TORCH) -t $(IMAGE_CPU) .
-	docker build -f docker/Dockerfile.cuda --build-arg TORCH=$(TORCH) -t $(IMAGE_CUDA) .
+image: image-cpu image-cuda  ## build both images, with the same torch pin as .venv
+
+image-cpu:  ## the CPU image; from wheels/ alone when `make wheels` filled it
+	@mkdir -p wheels
+	$(DOCKER) build -f docker/Dockerfile.cpu $(IMAGE_ARGS) --build-arg TORCH_INDEX=$(TORCH_INDEX) -t $(IMAGE_CPU) .
+
+image-cuda:  ## the CUDA image; from wheels-cuda/ alone when it holds PyPI's torch and its nvidia-* wheels
+	@mkdir -p wheels-cuda
+	$(DOCKER) build -f docker/Dockerfile.cuda $(IMAGE_ARGS) --build-arg WHEELS=wheels-cuda -t $(IMAGE_CUDA) .
+
+wheels: $(STAMP)  ## a wheelhouse for image builds without the PyTorch index: CPU torch, the locked set, setuptools
+	@mkdir -p wheels
+	$(BIN)/python -m pip download --quiet --no-deps --dest wheels --index-url $(TORCH_INDEX) $(TORCH)
+	grep -v '^torch==' requirements.lock | $(BIN)/python -m pip download --quiet --no-deps --dest wheels \
+		-r /dev/stdin "setuptools>=68" wheel
+
+# The same for the CUDA image: PyPI's torch with its nvidia-* wheels (a few GB). A pip config that adds
+# a find-links folder holding a CPU torch would win over PyPI's: run it with PIP_CONFIG_FILE=/dev/null then.
+CUDA_TORCH_INDEX ?= https://pypi.org/simple
+wheels-cuda: $(STAMP)
+	@mkdir -p wheels-cuda
+	env -u PIP_FIND_LINKS $(BIN)/python -m pip download --quiet --dest wheels-cuda --only-binary=:all: \
+		--index-url $(CUDA_TORCH_INDEX) $(TORCH)
+	grep -v '^torch==' requirements.lock | $(BIN)/python -m pip download --quiet --no-deps --dest wheels-cuda \
+		-r /dev/stdin "setuptools>=68" wheel
+
+# The CPU image built (from the wheelhouse when there is one) and run for real: kfp steps in it, the
+# predictor container over HTTP, its user. Not part of `make test`: it needs a Docker daemon (docker/README.md).
+test-images: $(STAMP) image-cpu
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m images tests/images

@@ -1,11 +1,13 @@
 """Run the pipeline on this machine (every step a subprocess of this Python, through
 kfp.local) or submit it to a Kubeflow Pipelines cluster.
 
-    python -m pipelines.run --local [--root local_outputs] [--params params.yaml]
+    python -m pipelines.run --local [--root local_outputs] [--params params.yaml] [--docker]
     python -m pipelines.run --host https://KFP_HOST [--namespace NS] [--experiment tavr] [--wait]
         [--sources synth|dvc:data/raw|/mnt/videos] [--production PATH] [--deploy]
 
-A local run deploys nothing (there is no cluster): its deploy step, when the gate passes,
+`--docker` runs every local step in its component's image instead (kfp.local.DockerRunner, with
+no network, as the user the image names), the check that the image holds what the steps need
+(`make test-images`). A local run deploys nothing (there is no cluster): its deploy step, when the gate passes,
 only writes the InferenceService it would apply. It prints where the gate decision, the export
 and the report are.
 """
@@ -26,8 +28,14 @@ def _local(args, params: str) -> int:
 
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the package image has Python
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")  # display names, GPUs
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(args.root).resolve()),
-               enable_caching=args.cache)  # fmt: skip
+    root = Path(args.root).resolve()
+    if args.docker:  # the steps write into the root as the image's non-root user
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o777)
+        runner = local.DockerRunner(network_mode="none")
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(root), enable_caching=args.cache)
     run = tavr_pipeline(params=params, sources=args.sources, repo=os.getcwd(), remote=args.remote,
                         production=args.production, deploy_dry_run=True)  # fmt: skip
     for name in ("decision", "exported", "report"):
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--local", action="store_true", help="every step as a subprocess here")
     where.add_argument("--host", help="Kubeflow Pipelines endpoint to submit to")
+    ap.add_argument("--docker", action="store_true", help="local runs: every step in its component's image")
     ap.add_argument("--params", default="params.yaml", help="params file whose text every step reads")
     ap.add_argument("--sources", default=None, help="ingest sources (default: kubeflow.sources)")
     ap.add_argument("--remote", default="", help="DVC remote for dvc:<path> sources")
