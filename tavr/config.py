@@ -216,6 +216,7 @@ class LatentsConfig:
     out: str = "data/latents"
     window_frames: int = 9  # frames per window (4k + 1); each clip gives floor(frames / window) windows
     batch: int = 8  # windows per VAE call
+    device: str = "auto"  # where the codec encodes: auto (cuda when available) | cpu | cuda | cuda:N
     prompt: str = ""  # the text condition of every clip (TAVR-Synth has no captions)
     timing: str = "reports/train/latents.json"  # seconds taken (kept out of the byte-reproducible cache)
 

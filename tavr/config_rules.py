@@ -137,4 +137,5 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("BenchConfig", "identity_frames"): at_least(1),
     ("BenchConfig", "max_offset"): at_least(0),
     ("ServeConfig", "port"): between(1, 65535),
+    ("LatentsConfig", "device"): ("auto, cpu, cuda or cuda:N", lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
 }

@@ -43,6 +43,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def auto_device(name: str = "auto") -> torch.device:
+    """`auto`: the GPU when there is one, else the CPU; any other name as given (cpu, cuda, cuda:N).
+    For the work outside an accelerator's loop (the latent cache, the pretraining curve)."""
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
 def make_accelerator(run: RunConfig, run_dir: str | Path) -> Accelerator:
     """Accelerator for a plain process, DDP under `accelerate launch --multi_gpu --num_processes N` or torchrun
     (gloo on CPU), or FSDP2 when `run.fsdp`.

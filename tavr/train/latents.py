@@ -53,7 +53,8 @@ def windows_of(table: pd.DataFrame, window: int) -> pd.DataFrame:
 def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     latent_frames(cfg.window_frames)  # raises unless 4k + 1
-    vae = load_vae(cfg.vae).eval()
+    device = common.auto_device(cfg.device)
+    vae = load_vae(cfg.vae).eval().to(device)
     audio_encoder = build_audio_encoder(generate.audio_encoder, generate.audio_encoder_path or None, context=generate.audio_context)
     text_encoder = build_text_encoder(generate.text_encoder, generate.text_encoder_path or None)
     manifest = pd.read_parquet(cfg.manifest)
@@ -68,7 +69,7 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
 
     def flush():
         if batch_frames:
-            out["latent"].append(vae.encode(torch.cat(batch_frames)).half())
+            out["latent"].append(vae.encode(torch.cat(batch_frames).to(device)).half().cpu())
             batch_frames.clear()
 
     n = cfg.window_frames

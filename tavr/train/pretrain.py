@@ -187,11 +187,6 @@ def _ema_pipeline(root: TAVRConfig, checkpoint: Path, codec) -> TAVRPipeline:
     return TAVRPipeline(model, codec, saved_generate(root, "video"))
 
 
-def _device() -> str:
-    """Where the curve's generations run: the GPU when there is one, as the training does."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _step_of(ckpt: Path | None) -> int:
     return int(json.loads((ckpt / "state.json").read_text())["step"]) if ckpt else 0
 
@@ -258,7 +253,7 @@ def _point(root: TAVRConfig, ckpt: Path | None, step: int, pairs, codec) -> dict
     else:
         pipe = _ema_pipeline(root, ckpt, codec)
         seconds = _seconds_of(ckpt)
-    pipe.to(_device())
+    pipe.to(common.auto_device())
     run = root.pretrain.train.run
     return {"step": step, "samples": step * run.batch_size * run.grad_accum, "train_seconds": round(seconds, 1),
             "eval": curve_point(pipe, pairs, root)}  # fmt: skip
@@ -307,7 +302,7 @@ def _provenance(root: TAVRConfig) -> dict:
                  "identity_range": [0, cfg.synth.identities - 1], "scenes": int(manifest["scene"].nunique()),
                  "clips": len(manifest)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "device": _device(),
+                    "device": str(common.auto_device()),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "commit": _commit(),
     }  # fmt: skip
@@ -375,7 +370,7 @@ def score(root: TAVRConfig) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: nothing to score (tavr pretrain writes it)")
     card = json.loads(path.read_text())
-    pipe = TAVRPipeline.from_pretrained(out).to(_device())
+    pipe = TAVRPipeline.from_pretrained(out).to(common.auto_device())
     point = {"step": card["steps"], "samples": card["samples_seen"], "train_seconds": card["train_seconds"],
              "eval": curve_point(pipe, eval_pairs(root), root), "scored_after_training": True}  # fmt: skip
     card["curve"] = [p for p in card["curve"] if p["step"] != point["step"]] + [point]

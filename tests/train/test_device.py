@@ -92,3 +92,15 @@ def test_auto_precision_is_fp32_on_the_cpu(tmp_path):
         pytest.skip("on a GPU machine 'auto' is bf16 by design")
     # (accelerate's state is one per process, so an explicit bf16 cannot be built beside it here)
     assert common.make_accelerator(RunConfig(mixed_precision="auto"), tmp_path).mixed_precision == "no"
+
+
+def test_the_latent_cache_device_is_checked_and_auto_is_the_cpu_without_a_gpu():
+    from tavr.config import ConfigError, load_config
+    from tavr.train import common
+
+    with pytest.raises(ConfigError, match=r"latents\.device"):
+        load_config(None, {"latents": {"device": "gpu"}})
+    assert load_config(None, {"latents": {"device": "cuda:1"}}).latents.device == "cuda:1"
+    assert common.auto_device("cpu").type == "cpu" and common.auto_device("meta").type == "meta"
+    if not torch.cuda.is_available():
+        assert common.auto_device(load_config(None).latents.device).type == "cpu"
