@@ -329,7 +329,7 @@ def bench(
     pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: bench.out)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="sampler steps (default: bench.steps)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all; default: bench.limit)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="only the first N pairs outside bench.validation (0 = all; default: bench.limit, bench.ablation_limit for an ablation)")] = None,
     method: Annotated[Optional[str], typer.Option(help="name in the summary and report (default: bench.method)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="reference given: video | raw (its first frame) | adapted "
                                                          "(that frame put in the target scene) | wrong_ref (another person's video: the lower bound); default: bench.protocol")] = None,
@@ -354,9 +354,9 @@ def bench(
     out = out or Path(cfg.out)
     with _progress() as progress:
         try:
-            summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit if limit is None else limit,
+            summary = run_bench(pipe, pairs or cfg.pairs, out, steps or cfg.steps, cfg.limit_for(method) if limit is None else limit,
                                 cfg.seed, method, cfg.identity_frames, cfg.max_offset, _bar(progress, f"bench {method}"),
-                                protocol or cfg.protocol, cfg.frames, keep_ratio, reference_audio, cfg.gallery)  # fmt: skip
+                                protocol or cfg.protocol, cfg.frames, keep_ratio, reference_audio, cfg.gallery, cfg.validation)  # fmt: skip
         except (FileNotFoundError, ValueError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e
@@ -482,11 +482,12 @@ def bench_gallery(
 
     cfg = _config(params).bench
     try:
-        info = write_gallery(pairs or cfg.pairs, out or cfg.gallery, identity_frames=cfg.identity_frames)
+        info = write_gallery(pairs or cfg.pairs, out or cfg.gallery, identity_frames=cfg.identity_frames, limit=cfg.limit,
+                             validation=cfg.validation)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    console.print(f"wrote {info['out']}: {info['people']} people")
+    console.print(f"wrote {info['out']}: {info['people']} people, {info['references']} reference embeddings")
 
 
 @bench_app.command("score")
@@ -507,9 +508,9 @@ def bench_score(
         console.print("[red]error:[/red] give one of --pred-dir DIR (a method's videos) or --targets (the target clips)")
         raise typer.Exit(2)
     try:
-        summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit if limit is None else limit,
+        summary = score_dir(pred_dir, pairs or cfg.pairs, out, method, cfg.limit_for(method) if limit is None else limit,
                             identity_frames=cfg.identity_frames, max_offset=cfg.max_offset, frames=cfg.frames,
-                            gallery_file=cfg.gallery)  # fmt: skip
+                            gallery_file=cfg.gallery, validation=cfg.validation)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

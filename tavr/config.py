@@ -134,6 +134,7 @@ class GenerateConfig:
     shift: float = 1.0  # sigma shift of the sampler (Wan uses 3-5 at 480p+)
     reference_guidance: float = 1.0  # classifier-free guidance scales; 1 = off (one pass)
     audio_guidance: float = 1.0
+    guidance_order: str = "reference"  # reference: its guidance without audio (3 passes a step) | audio: with it (2 while audio_guidance is 1)
     keep_ratio: float = 1.0  # share of reference tokens kept
     vae: str = "patch"  # codec of a new pipeline: patch (tavr.models.codec) | wan-tiny | wan2.1 (tavr.models.vae)
     text_encoder: str = "minilm"  # minilm | umt5
@@ -328,7 +329,11 @@ class BenchConfig:
     out: str = "reports/bench/tavr"
     steps: int = 10  # sampler steps per generation
     frames: int = 25  # frames generated and scored per pair, from the start of its target and audio (0 = all)
-    limit: int = 0  # the first `limit` pairs (0 = all); pairs go round-robin over people, so a prefix is balanced
+    limit: int = 0  # the first `limit` pairs outside `validation` (0 = all); pairs go round-robin over people, so a prefix is balanced
+    validation: tuple[int, ...] = (10, 40)  # [start, stop): pairs kept for choosing knobs (benchmarks/guidance_val.py), never scored
+    ablations: tuple[str, ...] = ("tavr_stage1", "tavr_stage2", "tavr_keep025", "tavr_no_ref_audio",
+                                  "tavr_wrong_ref")  # the claims' ablations and the wrong-reference control ...
+    ablation_limit: int = 10  # ... score only the first this many of the `limit` pairs (0 = as many as `limit`)
     seed: int = 0  # pair i is generated with seed + i (the same noise for every method)
     identity_frames: int = 4  # frames embedded per video for identity (dlib, ~150 ms each)
     max_offset: int = 3  # lip-sync offsets searched, in frames either way
@@ -337,6 +342,12 @@ class BenchConfig:
     methods: tuple[str, ...] = ("tavr", "image_raw", "image_adapted", "tavr_stage1", "tavr_stage2", "tavr_keep025",
                                 "tavr_no_ref_audio", "tavr_wrong_ref", "upper_bound")  # report columns, in order
     grid_pairs: int = 6  # pairs shown as frame grids in the report
+
+    def limit_for(self, method: str) -> int:
+        """How many pairs `method` scores: `ablation_limit` for a claims' ablation (when set and smaller), else `limit`."""
+        if method in self.ablations and self.ablation_limit > 0:
+            return self.ablation_limit if self.limit <= 0 else min(self.limit, self.ablation_limit)
+        return self.limit
 
 
 @dataclass(frozen=True)
@@ -540,7 +551,7 @@ def _build(cls: type, data: Any, path: str = "") -> Any:
             value = _merge(dataclasses.asdict(defaults[key]), value)  # a partial section keeps its own defaults
         kwargs[key] = _coerce(value, hints[key], dotted)
         rule = RULES.get((cls.__name__, key))
-        if rule is not None and not isinstance(kwargs[key], (dict, tuple)) and not rule[1](kwargs[key]):
+        if rule is not None and not isinstance(kwargs[key], dict) and not rule[1](kwargs[key]):
             raise ConfigError(f"{dotted}: must be {rule[0]}, got {kwargs[key]!r}")
     return cls(**kwargs)
 

@@ -82,6 +82,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("GenerateConfig", "text_encoder"): one_of("minilm", "umt5"),
     ("GenerateConfig", "audio_encoder"): one_of("logmel", "wav2vec2"),
     ("GenerateConfig", "max_output_side"): at_least(16),
+    ("GenerateConfig", "guidance_order"): one_of("reference", "audio"),
     # data
     ("SynthConfig", "identities"): at_least(1),
     ("SynthConfig", "scenes"): at_least(1),
@@ -136,6 +137,9 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("BenchConfig", "frames"): at_least(0),
     ("BenchConfig", "identity_frames"): at_least(1),
     ("BenchConfig", "max_offset"): at_least(0),
+    ("BenchConfig", "ablation_limit"): at_least(0),
+    ("BenchConfig", "validation"): ("two pair indices [start, stop), 0 <= start <= stop",
+                                    lambda v: len(v) == 2 and 0 <= v[0] <= v[1]),
     ("ServeConfig", "port"): between(1, 65535),
     ("LatentsConfig", "device"): ("auto, cpu, cuda or cuda:N", lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
 }

@@ -65,6 +65,9 @@ def loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None =
     return (w * err).sum() / w.sum().clamp_min(1e-8)
 
 
+GUIDANCE_ORDERS = ("reference", "audio")  # which condition guided_velocity guides first
+
+
 def make_scheduler(name: str = "unipc", shift: float = 1.0):
     """A diffusers flow-matching scheduler: "euler" or "unipc" (Wan's default sampler)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -79,17 +82,29 @@ def make_scheduler(name: str = "unipc", shift: float = 1.0):
 
 
 def guided_velocity(
-    velocity: Callable[[bool, bool], torch.Tensor], reference_scale: float = 1.0, audio_scale: float = 1.0
+    velocity: Callable[[bool, bool], torch.Tensor], reference_scale: float = 1.0, audio_scale: float = 1.0,
+    order: str = "reference",
 ) -> torch.Tensor:
     """Classifier-free guidance with separate reference and audio scales.
 
-    `velocity(use_reference, use_audio)` runs the network with or without each condition.
-    v = v(-,-) + s_ref * (v(ref,-) - v(-,-)) + s_audio * (v(ref,audio) - v(ref,-)).
-    Scales of 1 need one pass; a scale of 1 on one condition saves its pass.
+    `velocity(use_reference, use_audio)` runs the network with or without each condition. `order`
+    says which condition is guided first, i.e. measured with the other one off:
+      "reference": v = v(-,-) + s_ref * (v(ref,-) - v(-,-)) + s_audio * (v(ref,audio) - v(ref,-))
+      "audio":     v = v(-,-) + s_audio * (v(-,audio) - v(-,-)) + s_ref * (v(ref,audio) - v(-,audio))
+    Scales of 1 need one pass. With audio_scale 1, "audio" needs two passes a step and "reference" three.
     """
+    if order not in GUIDANCE_ORDERS:
+        raise ValueError(f"guidance order must be one of {', '.join(GUIDANCE_ORDERS)}; got {order!r}")
     full = velocity(True, True)
     if reference_scale == 1.0 and audio_scale == 1.0:
         return full
+    if order == "audio":
+        no_reference = velocity(False, True)
+        out = no_reference + reference_scale * (full - no_reference)
+        if audio_scale != 1.0:
+            neither = velocity(False, False)
+            out = out + (audio_scale - 1.0) * (no_reference - neither)
+        return out
     no_audio = velocity(True, False)
     out = no_audio + audio_scale * (full - no_audio)
     if reference_scale != 1.0:

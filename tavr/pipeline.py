@@ -352,7 +352,7 @@ class TAVRPipeline:
                         keep_ratio=keep_ratio,
                     )  # fmt: skip
 
-                return flow.guided_velocity(run, ref_scale, audio_scale)
+                return flow.guided_velocity(run, ref_scale, audio_scale, cfg.guidance_order)
 
             def step_done(i: int, n: int) -> None:
                 if progress:

@@ -185,9 +185,9 @@ def bench(params: str, method: str, protocol: str, model: str, clips: str, out: 
     from tavr.pipeline import TAVRPipeline
 
     cfg = config(params).bench
-    summary = generate(TAVRPipeline.from_pretrained(model), Path(clips) / PAIRS, out, cfg.steps, cfg.limit, cfg.seed,
+    summary = generate(TAVRPipeline.from_pretrained(model), Path(clips) / PAIRS, out, cfg.steps, cfg.limit_for(method), cfg.seed,
                        method, cfg.identity_frames, cfg.max_offset, protocol=protocol, frames=cfg.frames,
-                       keep_ratio=keep_ratio or None, reference_audio=reference_audio)  # fmt: skip
+                       keep_ratio=keep_ratio or None, reference_audio=reference_audio, validation=cfg.validation)  # fmt: skip
     return _numbers(summary["metrics"])
 
 
@@ -196,8 +196,8 @@ def upper_bound(params: str, clips: str, out: str) -> dict:
     from tavr.eval.benchmark import score_dir
 
     cfg = config(params).bench
-    summary = score_dir(None, Path(clips) / PAIRS, out, "upper_bound", cfg.limit, identity_frames=cfg.identity_frames,
-                        max_offset=cfg.max_offset, frames=cfg.frames)  # fmt: skip
+    summary = score_dir(None, Path(clips) / PAIRS, out, "upper_bound", cfg.limit_for("upper_bound"), identity_frames=cfg.identity_frames,
+                        max_offset=cfg.max_offset, frames=cfg.frames, validation=cfg.validation)  # fmt: skip
     return _numbers(summary["metrics"])
 
 

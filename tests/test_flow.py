@@ -52,7 +52,7 @@ def test_samplers_reach_the_data_with_the_exact_velocity(name):
 
 def test_guidance_combines_the_three_passes():
     calls = []
-    table = {(False, False): 1.0, (True, False): 3.0, (True, True): 4.0}
+    table = {(False, False): 1.0, (True, False): 3.0, (True, True): 4.0, (False, True): 2.0}
 
     def velocity(ref, audio):
         calls.append((ref, audio))
@@ -61,6 +61,16 @@ def test_guidance_combines_the_three_passes():
     assert flow.guided_velocity(velocity, 1.0, 1.0).item() == 4.0 and calls == [(True, True)]
     # 1 + 2 * (3 - 1) + 1.5 * (4 - 3) = 6.5
     assert flow.guided_velocity(velocity, 2.0, 1.5).item() == pytest.approx(6.5)
+    # audio first with audio at 1: v(-,a) + s_ref * (v(ref,a) - v(-,a)), two passes
+    calls.clear()
+    assert flow.guided_velocity(velocity, 3.0, 1.0, "audio").item() == pytest.approx(2 + 3 * (4 - 2))
+    assert calls == [(True, True), (False, True)]
+    assert flow.guided_velocity(velocity, 2.0, 2.0, "audio").item() == pytest.approx(1 + 2 * (2 - 1) + 2 * (4 - 2))
+    calls.clear()
+    flow.guided_velocity(velocity, 3.0, 1.0)  # reference first needs the third pass even with audio at 1
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="guidance order"):
+        flow.guided_velocity(velocity, 2.0, 1.0, "text")
 
 
 def test_bad_sampler_arguments():

@@ -72,6 +72,15 @@ def test_guidance_runs_the_extra_passes(pipe, clips):
     finally:
         hook.remove()
     assert set(calls) == {(False, False), (False, True), (True, True)} and len(calls) == 3 * GEN.steps
+    # audio first with the audio unguided: without the reference (audio on) and with both, two passes a step
+    calls.clear()
+    audio_first = TAVRPipeline(pipe.transformer, pipe.vae, dataclasses.replace(GEN, guidance_order="audio"))
+    hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append((kw["reference"] is None, kw["audio"] is None)), with_kwargs=True)
+    try:
+        _run(audio_first, clips, 0.2, reference_guidance=3.0)
+    finally:
+        hook.remove()
+    assert set(calls) == {(True, False), (False, False)} and len(calls) == 2 * GEN.steps
 
 
 def test_bad_inputs_raise_clear_errors(pipe, clips):

@@ -30,6 +30,7 @@ as lost coverage (tavr.eval.gate).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -106,9 +107,11 @@ def _fit(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in video])
 
 
-def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int = 4) -> metrics.Gallery | None:
+def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int = 4,
+            scored: list[dict] = ()) -> metrics.Gallery | None:  # fmt: skip
     """Every person of the pairs file, each from the first GALLERY_CLIPS reference clips of theirs
-    (None with a single person: nobody to tell apart, id_top1 and id_margin stay uncomputed)."""
+    (None with a single person: nobody to tell apart, id_top1 and id_margin stay uncomputed).
+    The reference clips of `scored` pairs are embedded too and kept in `references`."""
     clips: dict[str, list[str]] = {}
     for pair in pairs:
         mine = clips.setdefault(pair["identity"], [])
@@ -116,16 +119,20 @@ def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int =
             mine.append(pair["reference"])
     if len(clips) < 2:
         return None
-    videos = {person: [read_video(root / c, fps=fps).frames for c in refs] for person, refs in clips.items()}
-    return metrics.Gallery.of(videos, identity_frames)
+    wanted = dict.fromkeys([c for refs in clips.values() for c in refs] + [p["reference"] for p in scored])
+    embedded = {c: metrics.mean_embedding(read_video(root / c, fps=fps).frames, identity_frames)[0] for c in wanted}
+    people = metrics.Gallery.of_embeddings({person: [embedded[c] for c in refs] for person, refs in clips.items()})
+    return dataclasses.replace(people, references={c: e for c, e in embedded.items() if e is not None})
 
 
 def score_pair(video: np.ndarray, inputs: dict, identity_frames: int = 4, max_offset: int = 3,
-               gallery: metrics.Gallery | None = None, person: str | None = None) -> dict:  # fmt: skip
-    """Every metric of one generated video (F, H, W, 3) against the pair's inputs (and the gallery, for identification)."""
+               gallery: metrics.Gallery | None = None, person: str | None = None, reference: str | None = None) -> dict:  # fmt: skip
+    """Every metric of one generated video (F, H, W, 3) against the pair's inputs (and the gallery, for
+    identification; its embedding of the `reference` clip when it holds one)."""
     video = _fit(video, inputs["target"].shape[1:3])
+    known = gallery.references.get(reference) if gallery is not None and reference else None
     return metrics.score_video(video, inputs["reference"], inputs["target"], inputs["mask"], inputs["audio"],
-                               inputs["rate"], inputs["fps"], identity_frames, max_offset, gallery, person)  # fmt: skip
+                               inputs["rate"], inputs["fps"], identity_frames, max_offset, gallery, person, known)  # fmt: skip
 
 
 def summarize(rows: list[dict], method: str, missing: list[str], failed: list[dict] | None = None) -> dict:
@@ -153,23 +160,33 @@ def _write(out: Path, rows: list[dict], summary: dict) -> dict:
     return summary
 
 
-def write_gallery(pairs_file: str | Path, out: str | Path, fps: int = 25, identity_frames: int = 4) -> dict:
-    """`tavr bench gallery`: the gallery of every person of the pairs file, once for every method."""
+def write_gallery(pairs_file: str | Path, out: str | Path, fps: int = 25, identity_frames: int = 4, limit: int = 0,
+                  validation: tuple[int, int] | None = None) -> dict:  # fmt: skip
+    """`tavr bench gallery`: the gallery of every person of the pairs file, once for every method, with
+    the reference embedding of every pair scored (report_pairs(limit, validation))."""
     root, pairs = load_pairs(pairs_file)
-    people = gallery(root, pairs, fps, identity_frames)
+    people = gallery(root, pairs, fps, identity_frames, report_pairs(pairs, limit, validation))
     if people is None:
         raise ValueError(f"{pairs_file} shows fewer than 2 people: there is nobody to tell apart")
     people.save(out, sha256(pairs_file))
-    return {"people": len(people.people), "out": str(out)}
+    return {"people": len(people.people), "references": len(people.references), "out": str(out)}
 
 
-def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25,
-           gallery_file: str | Path | None = None) -> tuple[Path, list[dict], metrics.Gallery | None]:  # fmt: skip
-    """(root, the first `limit` pairs, the gallery of every person in the file: read from `gallery_file`
-    when it was made from this very pairs file, else computed)."""
+def report_pairs(pairs: list[dict], limit: int = 0, validation: tuple[int, int] | None = None) -> list[dict]:
+    """The pairs a method scores: the first `limit` (0 = all) of those outside the validation slice
+    [start, stop), the pairs knobs are chosen on (benchmarks/guidance_val.py)."""
+    start, stop = validation or (0, 0)
+    kept = [p for i, p in enumerate(pairs) if not start <= i < stop]
+    return kept[:limit] if limit > 0 else kept
+
+
+def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25, gallery_file: str | Path | None = None,
+           validation: tuple[int, int] | None = None) -> tuple[Path, list[dict], metrics.Gallery | None]:  # fmt: skip
+    """(root, the pairs to score (report_pairs), the gallery of every person in the file: read from
+    `gallery_file` when it was made from this very pairs file, else computed)."""
     root, pairs = load_pairs(path)
-    if not pairs:
-        raise ValueError(f"{path} holds no pairs")
+    if not report_pairs(pairs, limit, validation):
+        raise ValueError(f"{path} holds no pairs" + (f" outside the validation slice {list(validation)}" if pairs else ""))
     everyone = None
     if gallery_file and Path(gallery_file).is_file():
         everyone, source = metrics.Gallery.load(gallery_file)
@@ -178,14 +195,15 @@ def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25
             everyone = None
     if everyone is None:
         everyone = gallery(root, pairs, fps, identity_frames)
-    return root, (pairs[:limit] if limit > 0 else pairs), everyone
+    return root, report_pairs(pairs, limit, validation), everyone
 
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,
              seed: int = 0, method: str = "tavr", identity_frames: int = 4, max_offset: int = 3,
              progress: Callable[[int, int], None] | None = None, protocol: str = "video", frames: int = 0,
-             keep_ratio: float | None = None, reference_audio: bool = True, gallery_file: str | Path | None = None) -> dict:
-    """Generate the first `frames` frames (0 = all) of every pair with `pipeline` (a TAVRPipeline) given
+             keep_ratio: float | None = None, reference_audio: bool = True, gallery_file: str | Path | None = None,
+             validation: tuple[int, int] | None = None) -> dict:
+    """Generate the first `frames` frames (0 = all) of every pair (report_pairs) with `pipeline` (a TAVRPipeline) given
     the reference of `protocol` (see reference_input), save and score it. Image protocols also save the image
     given, as inputs/<pair_id>.png. Identity is always scored against the whole reference video.
     `keep_ratio` (default: the model's) and `reference_audio` False are the claims' ablations."""
@@ -193,7 +211,7 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     out = Path(out)
     gen = pipeline.config
-    root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps, gallery_file)
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps, gallery_file, validation)
     rows = []
     for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
@@ -210,7 +228,7 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
         result = pipeline(reference, inputs["target"], inputs["audio"], reference_audio=ref_audio,
                           background_mask=inputs["mask"], num_steps=steps, keep_ratio=keep_ratio, seed=seed + i)  # fmt: skip
         write_video(out / "videos" / f"{pair['pair_id']}.mp4", result.frames, gen.fps, result.audio, gen.audio_rate)
-        scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"])
+        scores = score_pair(result.frames, inputs, identity_frames, max_offset, people, pair["identity"], pair["reference"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(result.frames),
                      "audio_frames": inputs["audio_frames"], "gen_seconds": result.seconds,
                      "seconds": time.perf_counter() - start})  # fmt: skip
@@ -223,14 +241,14 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
 
 def score_dir(pred_dir: str | Path | None, pairs_file: str | Path, out: str | Path, method: str = "external", limit: int = 0,
               fps: int = 25, rate: int = 16000, identity_frames: int = 4, max_offset: int = 3, frames: int = 0,
-              gallery_file: str | Path | None = None) -> dict:
+              gallery_file: str | Path | None = None, validation: tuple[int, int] | None = None) -> dict:
     """Score <pred_dir>/<pair_id>.mp4 for every pair (another method's outputs) against the pair's first
     `frames` frames and their audio (0 = the whole pair); a video that cannot be read is a failed pair.
     pred_dir None scores every pair's own target clip: the upper bound any method could reach."""
     out = Path(out)
     if pred_dir is not None and not Path(pred_dir).is_dir():
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
-    root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps, gallery_file)
+    root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps, gallery_file, validation)
     rows, missing, failed = [], [], []
     for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
         path = root / pair["target"] if pred_dir is None else Path(pred_dir) / f"{pair['pair_id']}.mp4"
@@ -248,7 +266,7 @@ def score_dir(pred_dir: str | Path | None, pairs_file: str | Path, out: str | Pa
         inputs = pair_inputs(root, pair, fps, rate, frames)
         n = min(len(video), inputs["target"].shape[0], inputs["audio_frames"])  # the frames it has are scored
         cut = {**inputs, "target": inputs["target"][:n], "mask": inputs["mask"][:n], "audio": inputs["audio"][: round(n / fps * rate)]}
-        scores = score_pair(video[:n], cut, identity_frames, max_offset, people, pair["identity"])
+        scores = score_pair(video[:n], cut, identity_frames, max_offset, people, pair["identity"], pair["reference"])
         rows.append({"pair_id": pair["pair_id"], "person": pair["identity"], **scores, "frames": len(video),
                      "audio_frames": inputs["audio_frames"], "seconds": time.perf_counter() - start})  # fmt: skip
     if not rows:

@@ -29,7 +29,7 @@ Inputs are uint8 frames (F, H, W, 3); masks are bool (F, H, W), True on the pers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import maximum_filter
@@ -66,13 +66,21 @@ class Gallery:
 
     people: tuple[str, ...]
     embeddings: np.ndarray  # (P, 128)
+    references: dict[str, np.ndarray] = field(default_factory=dict, compare=False)  # clip -> its mean embedding (128,),
+    # kept so that every method scoring a pair reads its reference's embedding instead of computing it again
 
     @classmethod
     def of(cls, references: dict[str, list[np.ndarray]], frames: int = 4) -> Gallery:
         """From reference videos per person (each (F, H, W, 3)); a person none of whose videos shows a face is an error."""
+        return cls.of_embeddings({person: [mean_embedding(_frames("reference", v), frames)[0] for v in videos]
+                                  for person, videos in references.items()})  # fmt: skip
+
+    @classmethod
+    def of_embeddings(cls, references: dict[str, list[np.ndarray | None]]) -> Gallery:
+        """From the mean embeddings of each person's reference videos (None: no face in that video)."""
         people, embs = [], []
-        for person, videos in references.items():
-            found = [e for e in (mean_embedding(_frames("reference", v), frames)[0] for v in videos) if e is not None]
+        for person, found in references.items():
+            found = [e for e in found if e is not None]
             if not found:
                 raise ValueError(f"no face in any reference video of {person}: it cannot be in the gallery")
             people.append(person)
@@ -86,12 +94,15 @@ class Gallery:
         from pathlib import Path
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, people=np.array(self.people), embeddings=self.embeddings, source=np.array(source))
+        clips = sorted(self.references)
+        np.savez(path, people=np.array(self.people), embeddings=self.embeddings, source=np.array(source),
+                 clips=np.array(clips, dtype=str), clip_embeddings=np.array([self.references[c] for c in clips]) if clips else np.zeros((0, 128)))  # fmt: skip
 
     @classmethod
     def load(cls, path) -> tuple[Gallery, str]:
         with np.load(path) as f:
-            return cls(tuple(str(p) for p in f["people"]), f["embeddings"].astype(np.float32)), str(f["source"])
+            refs = dict(zip((str(c) for c in f["clips"]), f["clip_embeddings"])) if "clips" in f else {}
+            return cls(tuple(str(p) for p in f["people"]), f["embeddings"].astype(np.float32), refs), str(f["source"])
 
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Centred cosine (P,) of one embedding (128,) to every person."""
@@ -173,13 +184,16 @@ def stability(video: np.ndarray, boxes: np.ndarray) -> float | None:
 
 def score_video(generated, reference, target_background, person_mask, audio, audio_rate: int, fps: float,
                 identity_frames: int = 4, max_offset: int = 3, gallery: Gallery | None = None,
-                person: str | None = None) -> dict:  # fmt: skip
+                person: str | None = None, reference_embedding: np.ndarray | None = None) -> dict:  # fmt: skip
     """Every metric above for one generated video; one face-tracking pass serves lip sync,
-    stability and face rate. id_top1 and id_margin need the gallery and the pair's person."""
+    stability and face rate. id_top1 and id_margin need the gallery and the pair's person.
+    `reference_embedding`: the reference's mean embedding when already known (Gallery.references)."""
     generated = _frames("generated", generated)
     boxes, mouth = face_track(generated)
     g, _ = mean_embedding(generated, identity_frames)  # embedded once for both identity measures
-    r, _ = mean_embedding(_frames("reference", reference), identity_frames)
+    r = reference_embedding
+    if r is None:
+        r, _ = mean_embedding(_frames("reference", reference), identity_frames)
     if r is None:
         raise ValueError(f"no face in the {identity_frames} sampled reference frames")
     ident = 0.0 if g is None else cosine(g, r)  # the identity reward's score

@@ -1,5 +1,6 @@
 """The benchmark on a two-pair bench file: the ground truth scored as a method, missing videos, generation."""
 
+import dataclasses
 import json
 import shutil
 
@@ -120,6 +121,16 @@ def test_the_gallery_is_written_once_and_refused_for_another_pairs_file(bench, t
         shutil.copy(bench / "clips" / f"id{k}" / "tgt.mp4", pred / f"pair{k:03d}.mp4")
     first = score_dir(pred, bench / "bench_pairs.json", tmp_path / "a", identity_frames=1, gallery_file=tmp_path / "gallery.npz")
     assert first["metrics"]["id_top1"] == 1.0
+    # every scored pair's reference embedding is in the file, read instead of computed: the same scores ...
+    assert info["references"] == 2 and set(gallery.references) == {"id0/ref.mp4", "id1/ref.mp4"}
+    fresh = score_dir(pred, bench / "bench_pairs.json", tmp_path / "c", identity_frames=1)
+    assert fresh["metrics"] == first["metrics"]
+    # ... and a different stored embedding is what the raw identity is measured against
+    swapped = dataclasses.replace(gallery, references={"id0/ref.mp4": gallery.references["id1/ref.mp4"],
+                                                       "id1/ref.mp4": gallery.references["id1/ref.mp4"]})  # fmt: skip
+    swapped.save(tmp_path / "swapped.npz", source)
+    worse = score_dir(pred, bench / "bench_pairs.json", tmp_path / "d", identity_frames=1, gallery_file=tmp_path / "swapped.npz")
+    assert worse["metrics"]["identity"] < first["metrics"]["identity"] and worse["metrics"]["id_top1"] == 1.0
     other = bench / "other_pairs.json"  # beside the original: its clips root is relative to the file
     other.write_text((bench / "bench_pairs.json").read_text().replace('"count"', '"count" ', 1))  # other bytes, same pairs
     try:
@@ -127,3 +138,27 @@ def test_the_gallery_is_written_once_and_refused_for_another_pairs_file(bench, t
             score_dir(pred, other, tmp_path / "b", identity_frames=1, gallery_file=tmp_path / "gallery.npz")
     finally:
         other.unlink()
+
+
+def test_the_validation_slice_is_never_scored_and_ablations_score_fewer_pairs(bench, tmp_path):
+    from tavr.config import ConfigError, load_config
+    from tavr.eval.benchmark import report_pairs
+
+    pairs = [{"pair_id": f"pair{i:03d}"} for i in range(100)]
+    ids = [p["pair_id"] for p in report_pairs(pairs, 40, (10, 40))]
+    assert ids[:10] == [f"pair{i:03d}" for i in range(10)] and ids[10:] == [f"pair{i:03d}" for i in range(40, 70)]
+    assert len(report_pairs(pairs, 0, (10, 40))) == 70 and len(report_pairs(pairs, 0, None)) == 100
+    cfg = load_config(None, {"bench": {"limit": 40, "ablation_limit": 10}}).bench
+    assert cfg.limit_for("tavr") == 40 and cfg.limit_for("tavr_keep025") == 10 and cfg.limit_for("upper_bound") == 40
+    assert load_config(None, {"bench": {"limit": 5}}).bench.limit_for("tavr_stage1") == 5
+    with pytest.raises(ConfigError, match=r"bench\.validation"):
+        load_config(None, {"bench": {"validation": [40, 10]}})
+
+    # scoring honours the slice: pair 0 kept for validation leaves pair 1 alone
+    pred = tmp_path / "truth"
+    pred.mkdir()
+    shutil.copy(bench / "clips" / "id1" / "tgt.mp4", pred / "pair001.mp4")
+    summary = score_dir(pred, bench / "bench_pairs.json", tmp_path / "out", identity_frames=1, validation=(0, 1))
+    assert summary["pairs"] == 1 and summary["scored"] == 1 and summary["missing"] == []
+    with pytest.raises(ValueError, match="outside the validation slice"):
+        score_dir(pred, bench / "bench_pairs.json", tmp_path / "out2", identity_frames=1, validation=(0, 2))
