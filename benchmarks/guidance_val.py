@@ -29,6 +29,7 @@ import yaml
 from tavr.config import load_config, params_path
 from tavr.data.pairs import load_pairs, write_pairs
 from tavr.eval.benchmark import generate
+from tavr.flow import GUIDANCE_ORDERS
 from tavr.pipeline import TAVRPipeline
 
 SETTINGS = (  # (name, model, protocol, sampler steps, reference guidance)
@@ -47,7 +48,7 @@ def _setting(text: str) -> tuple:
     try:
         name, rest = text.split("=", 1)
         order = None
-        if rest.rsplit(":", 1)[-1] in ("reference", "audio"):
+        if rest.rsplit(":", 1)[-1] in GUIDANCE_ORDERS:
             rest, order = rest.rsplit(":", 1)
         model, protocol, steps, guidance = rest.rsplit(":", 3)
         return name, model, protocol, int(steps), float(guidance), order
@@ -66,12 +67,12 @@ def _override(text: str) -> tuple[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default="data/bench_pairs.json")
-    start, stop = load_config(params_path(None)).bench.validation
-    ap.add_argument("--start", type=int, default=start, help="first pair of the slice (0-based; default: bench.validation's)")
-    ap.add_argument("--count", type=int, default=stop - start)
+    first, stop = load_config(params_path(None)).bench.validation
+    ap.add_argument("--start", type=int, default=first, help="first pair of the slice (0-based; default: bench.validation's)")
+    ap.add_argument("--count", type=int, default=stop - first)
     ap.add_argument("--frames", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0, help="pair i is generated with seed + i")
-    ap.add_argument("--setting", action="append", type=_setting, help="NAME=MODEL:PROTOCOL:STEPS:GUIDANCE (repeatable)")
+    ap.add_argument("--setting", action="append", type=_setting, help="NAME=MODEL:PROTOCOL:STEPS:GUIDANCE[:ORDER] (repeatable)")
     ap.add_argument("--generate", action="append", default=[], metavar="KEY=VALUE",
                     help="a generate.* override for every setting, e.g. shift=3.0 (repeatable)")
     ap.add_argument("--json", default="benchmarks/results/guidance_val.json")

@@ -98,18 +98,14 @@ def guided_velocity(
     full = velocity(True, True)
     if reference_scale == 1.0 and audio_scale == 1.0:
         return full
-    if order == "audio":
-        no_reference = velocity(False, True)
-        out = no_reference + reference_scale * (full - no_reference)
-        if audio_scale != 1.0:
-            neither = velocity(False, False)
-            out = out + (audio_scale - 1.0) * (no_reference - neither)
-        return out
-    no_audio = velocity(True, False)
-    out = no_audio + audio_scale * (full - no_audio)
-    if reference_scale != 1.0:
-        neither = velocity(False, False)
-        out = out + (reference_scale - 1.0) * (no_audio - neither)
+    # `partial` has only the condition guided first; v = partial + s_second * (full - partial)
+    #                                                    + (s_first - 1) * (partial - v(-,-))
+    first, s_first, s_second = ((True, False), reference_scale, audio_scale) if order == "reference" else \
+        ((False, True), audio_scale, reference_scale)
+    partial = velocity(*first)
+    out = partial + s_second * (full - partial)
+    if s_first != 1.0:
+        out = out + (s_first - 1.0) * (partial - velocity(False, False))
     return out
 
 

@@ -120,7 +120,7 @@ def gallery(root: Path, pairs: list[dict], fps: int = 25, identity_frames: int =
     if len(clips) < 2:
         return None
     wanted = dict.fromkeys([c for refs in clips.values() for c in refs] + [p["reference"] for p in scored])
-    embedded = {c: metrics.mean_embedding(read_video(root / c, fps=fps).frames, identity_frames)[0] for c in wanted}
+    embedded = {c: metrics.reference_embedding_of(read_video(root / c, fps=fps).frames, identity_frames) for c in wanted}
     people = metrics.Gallery.of_embeddings({person: [embedded[c] for c in refs] for person, refs in clips.items()})
     return dataclasses.replace(people, references={c: e for c, e in embedded.items() if e is not None})
 
@@ -185,7 +185,8 @@ def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25
     """(root, the pairs to score (report_pairs), the gallery of every person in the file: read from
     `gallery_file` when it was made from this very pairs file, else computed)."""
     root, pairs = load_pairs(path)
-    if not report_pairs(pairs, limit, validation):
+    scored = report_pairs(pairs, limit, validation)
+    if not scored:
         raise ValueError(f"{path} holds no pairs" + (f" outside the validation slice {list(validation)}" if pairs else ""))
     everyone = None
     if gallery_file and Path(gallery_file).is_file():
@@ -195,7 +196,7 @@ def _pairs(path: str | Path, limit: int, identity_frames: int = 4, fps: int = 25
             everyone = None
     if everyone is None:
         everyone = gallery(root, pairs, fps, identity_frames)
-    return root, report_pairs(pairs, limit, validation), everyone
+    return root, scored, everyone
 
 
 def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | None = None, limit: int = 0,

@@ -49,6 +49,11 @@ def _frames(name: str, video: np.ndarray) -> np.ndarray:
     return video
 
 
+def reference_embedding_of(reference: np.ndarray, frames: int = 4) -> np.ndarray | None:
+    """Mean embedding (128,) of `frames` evenly sampled frames of a reference video (F, H, W, 3); None without a face."""
+    return mean_embedding(_frames("reference", reference), frames)[0]
+
+
 def identity(generated: np.ndarray, reference: np.ndarray, frames: int = 4) -> tuple[float, int]:
     """(the identity reward of `generated` against `reference`, generated frames with a face among the sampled)."""
     generated, reference = _frames("generated", generated), _frames("reference", reference)
@@ -70,14 +75,9 @@ class Gallery:
     # kept so that every method scoring a pair reads its reference's embedding instead of computing it again
 
     @classmethod
-    def of(cls, references: dict[str, list[np.ndarray]], frames: int = 4) -> Gallery:
-        """From reference videos per person (each (F, H, W, 3)); a person none of whose videos shows a face is an error."""
-        return cls.of_embeddings({person: [mean_embedding(_frames("reference", v), frames)[0] for v in videos]
-                                  for person, videos in references.items()})  # fmt: skip
-
-    @classmethod
     def of_embeddings(cls, references: dict[str, list[np.ndarray | None]]) -> Gallery:
-        """From the mean embeddings of each person's reference videos (None: no face in that video)."""
+        """From the reference_embedding of each person's reference videos (None: no face in that video);
+        a person none of whose videos shows a face is an error."""
         people, embs = [], []
         for person, found in references.items():
             found = [e for e in found if e is not None]
@@ -191,9 +191,7 @@ def score_video(generated, reference, target_background, person_mask, audio, aud
     generated = _frames("generated", generated)
     boxes, mouth = face_track(generated)
     g, _ = mean_embedding(generated, identity_frames)  # embedded once for both identity measures
-    r = reference_embedding
-    if r is None:
-        r, _ = mean_embedding(_frames("reference", reference), identity_frames)
+    r = reference_embedding if reference_embedding is not None else reference_embedding_of(reference, identity_frames)
     if r is None:
         raise ValueError(f"no face in the {identity_frames} sampled reference frames")
     ident = 0.0 if g is None else cosine(g, r)  # the identity reward's score

@@ -46,7 +46,9 @@ def seed_everything(seed: int) -> None:
 def auto_device(name: str = "auto") -> torch.device:
     """`auto`: the GPU when there is one, else the CPU; any other name as given (cpu, cuda, cuda:N).
     For the work outside an accelerator's loop (the latent cache, the pretraining curve)."""
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_accelerator(run: RunConfig, run_dir: str | Path) -> Accelerator:
