@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from tavr.data.pairs import load_pairs
+from tavr.progress import bar as progress_bar
 from tavr.data.synth import load_masks
 from tavr.data.video import VideoError, read_audio, read_video, write_video
 from tavr.eval import metrics
@@ -214,7 +214,7 @@ def generate(pipeline, pairs_file: str | Path, out: str | Path, steps: int | Non
     gen = pipeline.config
     root, pairs, people = _pairs(pairs_file, limit, identity_frames, gen.fps, gallery_file, validation)
     rows = []
-    for i, pair in enumerate(tqdm(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
+    for i, pair in enumerate(progress_bar(pairs, desc=f"bench {method}", unit="pair", disable=progress is not None)):
         inputs = pair_inputs(root, pair, gen.fps, gen.audio_rate, frames)
         start = time.perf_counter()
         ref_audio = inputs["reference_audio"]
@@ -251,7 +251,7 @@ def score_dir(pred_dir: str | Path | None, pairs_file: str | Path, out: str | Pa
         raise FileNotFoundError(f"{pred_dir} is not a folder of <pair_id>.mp4 videos")
     root, pairs, people = _pairs(pairs_file, limit, identity_frames, fps, gallery_file, validation)
     rows, missing, failed = [], [], []
-    for pair in tqdm(pairs, desc=f"score {method}", unit="pair"):
+    for pair in progress_bar(pairs, desc=f"score {method}", unit="pair"):
         path = root / pair["target"] if pred_dir is None else Path(pred_dir) / f"{pair['pair_id']}.mp4"
         if not path.is_file():
             missing.append(pair["pair_id"])

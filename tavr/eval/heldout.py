@@ -13,10 +13,10 @@ two models are compared on the same pairs and noise.
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tavr.config import HeldoutConfig
 from tavr.data.pairs import load_pairs
+from tavr.progress import bar as progress_bar
 from tavr.data.synth import load_masks
 from tavr.data.video import read_audio, read_video
 from tavr.rl.rewards import identity_reward
@@ -37,7 +37,7 @@ def identity_heldout(pipeline, cfg: HeldoutConfig, progress: bool = True) -> dic
     n = gen.chunk_frames
     reward = identity_reward(cfg.frames)
     videos, refs = [], []
-    for i, pair in enumerate(tqdm(pairs, desc="identity_heldout", unit="pair", disable=not progress)):
+    for i, pair in enumerate(progress_bar(pairs, desc="identity_heldout", unit="pair", disable=not progress)):
         ref = read_video(root / pair["reference"], audio_rate=gen.audio_rate)  # with its own voice, as in training
         target = read_video(root / pair["target"]).frames[:n]
         mask = load_masks(root / pair["target_mask"])[:n]

@@ -30,10 +30,10 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
-from tqdm.auto import tqdm
 
 from tavr.config import ConfigError, RunConfig, load_config, params_path
 from tavr.files import safetensors_problem, sha256, write_json
+from tavr.progress import bar as progress_bar
 
 
 def seed_everything(seed: int) -> None:
@@ -637,7 +637,7 @@ class Progress:
     """A tqdm bar over steps whose postfix shows the loss and samples/s."""
 
     def __init__(self, total: int, initial: int = 0, disable: bool = False):
-        self.bar = tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True)
+        self.bar = progress_bar(total=total, initial=initial, disable=disable, unit="step", desc="train")
         self.last = time.perf_counter()
 
     def update(self, loss: float, samples: int) -> None:

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from tavr.config import GenerateConfig, LatentsConfig
 from tavr.data.synth import load_masks
@@ -36,6 +35,7 @@ from tavr.data.video import read_audio, read_video
 from tavr.models.encoders import build_audio_encoder, build_text_encoder
 from tavr.models.vae import latent_frames, load_vae
 from tavr.pipeline import mask_to_latent, to_video_tensor
+from tavr.progress import bar as progress_bar
 from tavr.train import common
 
 
@@ -73,7 +73,7 @@ def encode_cache(cfg: LatentsConfig, generate: GenerateConfig, progress: bool = 
             batch_frames.clear()
 
     n = cfg.window_frames
-    bar = tqdm(total=len(index), desc="latents", unit="window", disable=not progress)
+    bar = progress_bar(total=len(index), desc="latents", unit="window", disable=not progress)
     for clip_id, group in index.groupby("clip_id", sort=False):
         clip = files.loc[clip_id]  # the manifest names each clip's mp4, mask and wav
         frames = read_video(root / clip["path"]).frames
