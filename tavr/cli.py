@@ -1,7 +1,8 @@
 """`tavr` command line: one command per pipeline step, same functions DVC and kfp call.
 
 Every command reads `params.yaml` from the working directory when it exists
-(or the file given by `--params`); flags override single values.
+(or the file given by `--params`); `--set KEY=VALUE` overrides any value of it
+(`--set bench.limit=10`), and a command's own flags override single values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tavr.config import ConfigError, TAVRConfig, load_config
+from tavr.config import ConfigError, TAVRConfig, load_config, parse_sets
 
 app = typer.Typer(
     help="TAVR: talking avatars from a video reference.",
@@ -28,12 +29,14 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)  # a long path stays one piece: logs and tests read it whole
 
 ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                     help="override one value of the params, e.g. --set bench.limit=10 (repeatable)")]
 
 
-def _config(params: Path | None) -> TAVRConfig:
+def _config(params: Path | None, sets: list[str] | None = None) -> TAVRConfig:
     path = params if params is not None else (Path("params.yaml") if Path("params.yaml").is_file() else None)
     try:
-        return load_config(path)
+        return load_config(path, parse_sets(sets))
     except ConfigError as e:
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -63,11 +66,12 @@ def synth(
     seed: Annotated[Optional[int], typer.Option(help="random seed; the data set is a function of it")] = None,
     workers: Annotated[Optional[int], typer.Option(help="render processes (0 = one per core)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Render the TAVR-Synth data set (procedural talking heads with speech)."""
     from tavr.data import synth as synth_mod
 
-    cfg = _config(params).synth
+    cfg = _config(params, sets).synth
     try:
         cfg = synth_mod.resized(cfg, identities, scenes)
     except ValueError as e:
@@ -94,6 +98,7 @@ def ingest(
                                                        "else OUT/bench_pairs.json)")] = None,
     force: Annotated[bool, typer.Option(help="replace a non-empty OUT that is not an earlier ingest output")] = False,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Cut videos into face-centred clips; write manifest.parquet, quarantine.jsonl and bench pairs."""
     from tavr.data.ingest import check_output
@@ -104,7 +109,7 @@ def ingest(
         console.print("[red]error:[/red] give at least one source and the output folder: tavr ingest SRC... OUT")
         raise typer.Exit(2)
     *sources, out = paths
-    cfg = _config(params).ingest
+    cfg = _config(params, sets).ingest
     missing = [str(s) for s in sources if not s.exists()]
     if len(missing) == len(sources):
         console.print(f"[red]error:[/red] no source exists: {', '.join(missing)}")
@@ -146,6 +151,7 @@ def qa(
     manifest: Annotated[Path, typer.Argument(help="manifest.parquet written by `tavr ingest`")],
     report: Annotated[Path, typer.Option(help="folder for qa.json and data docs HTML")] = Path("reports/qa"),
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Validate a manifest with great-expectations; exit 1 naming every failed expectation."""
     from tavr.data.qa import format_failures, run_qa
@@ -153,7 +159,7 @@ def qa(
     if not manifest.is_file():
         console.print(f"[red]error:[/red] manifest {manifest} does not exist")
         raise typer.Exit(2)
-    result = run_qa(manifest, _config(params).qa, report)
+    result = run_qa(manifest, _config(params, sets).qa, report)
     passed = sum(r["success"] for r in result.results)
     if result.success:
         console.print(f"[green]QA passed[/green]: {passed} expectations over {result.n_clips} clips; report in {report}")
@@ -171,6 +177,7 @@ def init_model(
     wan_vae: Annotated[Optional[Path], typer.Option(help="local diffusers AutoencoderKLWan folder (Wan2.1 VAE)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the random initialisation")] = 0,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Write an untrained pipeline folder (model config from params), or one converted from Wan2.1 weights."""
     from tavr.models.transformer import TAVRTransformer3DModel
@@ -179,7 +186,7 @@ def init_model(
 
     import torch
 
-    cfg = _config(params)
+    cfg = _config(params, sets)
     try:
         torch.manual_seed(seed)
         model = TAVRTransformer3DModel.from_wan(wan, audio_dim=cfg.model.audio_dim) if wan else TAVRTransformer3DModel(cfg.model)
@@ -260,11 +267,11 @@ SectionOpt = Annotated[Optional[str], typer.Option(help="params section to read 
 
 
 def _stage_command(module: str, doc: str, resumable: bool):
-    def command(params: ParamsOpt = None, resume: ResumeOpt = "auto", section: SectionOpt = None) -> None:
+    def command(params: ParamsOpt = None, sets: SetOpt = None, resume: ResumeOpt = "auto", section: SectionOpt = None) -> None:
         import importlib
 
         argv = (["--params", str(params)] if params else []) + (["--resume", resume] if resumable else [])
-        argv += ["--section", section] if section else []
+        argv += (["--section", section] if section else []) + [arg for item in sets or [] for arg in ("--set", item)]
         try:
             importlib.import_module(module).main(argv)
         except (ConfigError, FileNotFoundError, ValueError) as e:
@@ -282,6 +289,7 @@ for _name, (_module, _doc) in STAGES.items():
 @app.command()
 def pretrain(
     params: ParamsOpt = None,
+    sets: SetOpt = None,
     resume: Annotated[str, typer.Option(help="auto (continue the run in runs/pretrain) or never (refuse an existing run)")] = "auto",
     stop_after: Annotated[Optional[int], typer.Option(help="end this call at this step (a multiple of checkpoint_every)")] = None,
     export: Annotated[bool, typer.Option("--export", help="write models/base from the newest checkpoint now, finished or not")] = False,
@@ -289,7 +297,7 @@ def pretrain(
     """Pretrain the tiny base on its own TAVR-Synth set (hours of CPU; resumable), with a quality curve."""
     from tavr.train import pretrain as pretraining
 
-    cfg = _config(params)
+    cfg = _config(params, sets)
     try:
         if export:
             card = pretraining.export(cfg)
@@ -337,6 +345,7 @@ def bench(
     reference_audio: Annotated[bool, typer.Option("--reference-audio/--no-reference-audio",
                                                   help="give the reference's own audio (off: the claims' ablation)")] = True,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Generate every bench pair with a pipeline, save the mp4s, score them (pairs.csv, summary.json)."""
     if ctx.invoked_subcommand is not None:
@@ -344,7 +353,7 @@ def bench(
     from tavr.eval.benchmark import generate as run_bench
     from tavr.pipeline import TAVRPipeline
 
-    cfg = _config(params).bench
+    cfg = _config(params, sets).bench
     method = method or cfg.method
     try:
         pipe = TAVRPipeline.from_pretrained(model or cfg.model)
@@ -368,11 +377,12 @@ def bench_report(
     directory: Annotated[Optional[Path], typer.Option("--dir", help="folder of <method>/ results (default: bench.report)")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file, for frame grids (default: bench.pairs)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Every method side by side: index.html, summary.json, summary.md and plots/ in the folder."""
     from tavr.eval.report import build_report
 
-    cfg = _config(params).bench
+    cfg = _config(params, sets).bench
     directory = directory or Path(cfg.report)
     try:
         summary = build_report(directory, cfg.methods, pairs or cfg.pairs, cfg.grid_pairs)
@@ -398,11 +408,12 @@ def gate(
     summary: Annotated[Optional[Path], typer.Option(help="report summary (default: gate.summary)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="decision file (default: gate.out)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Decide whether the candidate may be deployed (thresholds: the gate params); writes the decision."""
     from tavr.eval.gate import run_gate
 
-    cfg = _config(params).gate
+    cfg = _config(params, sets).gate
     try:
         decision = run_gate(cfg, summary, out)
     except (FileNotFoundError, ValueError) as e:
@@ -421,11 +432,12 @@ def export_model(
     model: Annotated[Optional[Path], typer.Option(help="candidate pipeline folder (default: gate.model)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="export folder (default: gate.export)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Copy the candidate to the export folder when the gate passed (export.json says either way)."""
     from tavr.eval.export import export
 
-    cfg = _config(params).gate
+    cfg = _config(params, sets).gate
     try:
         info = export(gate_file or cfg.out, model or cfg.model, out or cfg.export)
     except (FileNotFoundError, ValueError) as e:
@@ -442,11 +454,12 @@ def promote(
     src: Annotated[Optional[Path], typer.Option(help="exported model (default: gate.export)")] = None,
     dst: Annotated[Optional[Path], typer.Option(help="production registry (default: gate.production)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Register the exported model as production: later gates compare candidates with it."""
     from tavr.eval.export import promote as run_promote
 
-    cfg = _config(params).gate
+    cfg = _config(params, sets).gate
     try:
         run_promote(src or cfg.export, dst or cfg.production)
     except (FileNotFoundError, ValueError) as e:
@@ -476,11 +489,12 @@ def bench_gallery(
     pairs: Annotated[Optional[Path], typer.Option(help="bench pairs file (default: bench.pairs)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="gallery file (default: bench.gallery)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Embed every bench person's reference clips once: the gallery every method is identified against."""
     from tavr.eval.benchmark import write_gallery
 
-    cfg = _config(params).bench
+    cfg = _config(params, sets).bench
     try:
         info = write_gallery(pairs or cfg.pairs, out or cfg.gallery, identity_frames=cfg.identity_frames, limit=cfg.limit,
                              validation=cfg.validation)  # fmt: skip
@@ -499,11 +513,12 @@ def bench_score(
     method: Annotated[str, typer.Option(help="name in the summary")] = "external",
     limit: Annotated[Optional[int], typer.Option(help="only the first N pairs (0 = all)")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Score another method's videos (StableAvatar, OmniAvatar, HuMo, ...) on the same pairs and metrics."""
     from tavr.eval.benchmark import score_dir
 
-    cfg = _config(params).bench
+    cfg = _config(params, sets).bench
     if (pred_dir is None) == (not targets):
         console.print("[red]error:[/red] give one of --pred-dir DIR (a method's videos) or --targets (the target clips)")
         raise typer.Exit(2)
@@ -525,11 +540,12 @@ def serve(
     allowed_root: Annotated[Optional[Path], typer.Option(help="folder that <field>_uri inputs may read from")] = None,
     queue_size: Annotated[Optional[int], typer.Option(help="requests that may wait behind the running one")] = None,
     params: ParamsOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Serve a pipeline folder over KServe's V1 and V2 protocols (ready after a warm-up generation)."""
     from tavr.serve.predictor import serve as run_server
 
-    cfg = _config(params).serve
+    cfg = _config(params, sets).serve
     given = {"model_dir": model_dir, "host": host, "port": port, "allowed_root": allowed_root, "queue_size": queue_size}
     cfg = dataclasses.replace(cfg, **{k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None})
     console.print(f"loading {cfg.model_dir} and warming up; then serving http://{cfg.host}:{cfg.port}/v1/models/{cfg.name}:predict")
@@ -585,11 +601,11 @@ def client_generate(
 
 
 @app.command("config")
-def show_config(params: ParamsOpt = None) -> None:
+def show_config(params: ParamsOpt = None, sets: SetOpt = None) -> None:
     """Print the resolved config tree (defaults, preset and params.yaml merged)."""
     from tavr.config import to_dict
 
-    typer.echo(json.dumps(to_dict(_config(params)), indent=2))
+    typer.echo(json.dumps(to_dict(_config(params, sets)), indent=2))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class SynthConfig:
     audio_rate: int = 16000
     photo_fraction: float = 0.34  # share of scenes whose background is a bundled photograph
     seed: int = 0
+    shift: float = 0.0  # 0: the training ranges; s > 0: face measures and voice drawn within s x each range's width outside it
     workers: int = 0  # render processes; 0 = one per CPU core
 
 
@@ -592,6 +593,28 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(_merge(data, overrides or {}))
+
+
+def parse_sets(sets: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """Command-line overrides `["a.b=c", ...]` -> nested {"a": {"b": c}}; each value is read as YAML
+    (`bench.limit=0` is an int, `bench.validation=[0, 0]` a list, `bench.model=models/stage2` a string)."""
+    out: dict[str, Any] = {}
+    for item in sets or []:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. bench.limit=10")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is set to a value and used as a section")
+        node[parts[-1]] = value
+    return out
 
 
 def params_path(given: str | Path | None, default: str = "params.yaml") -> Path | None:

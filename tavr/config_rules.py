@@ -84,6 +84,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("GenerateConfig", "max_output_side"): at_least(16),
     ("GenerateConfig", "guidance_order"): one_of("reference", "audio"),
     # data
+    ("SynthConfig", "shift"): between(0.0, 1.0),
     ("SynthConfig", "identities"): at_least(1),
     ("SynthConfig", "scenes"): at_least(1),
     ("SynthConfig", "bench_identities"): at_least(0),

@@ -31,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from tavr.config import ConfigError, RunConfig, load_config, params_path
+from tavr.config import ConfigError, RunConfig, load_config, params_path, parse_sets
 from tavr.files import safetensors_problem, sha256, write_json
 from tavr.progress import bar as progress_bar
 
@@ -322,6 +322,8 @@ def params_parser(description: str) -> argparse.ArgumentParser:
     """A command line with the `--params` option every stage module takes."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--params", default=None, help="params file (default: ./params.yaml if present, else the defaults)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one value of the params, e.g. --set stage1.steps=10 (repeatable)")
     return ap
 
 
@@ -329,7 +331,7 @@ def parse_config(ap: argparse.ArgumentParser, argv: list[str] | None = None):
     """-> (config tree from --params, parsed args); a --params file that does not exist is a usage error."""
     args = ap.parse_args(argv)
     try:
-        return load_config(params_path(args.params)), args
+        return load_config(params_path(args.params), parse_sets(args.sets)), args
     except ConfigError as e:  # a missing file, bad YAML, an unknown key or a value out of its range
         ap.error(str(e))
 

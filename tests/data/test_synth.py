@@ -142,3 +142,20 @@ def test_bad_plan_raises():
         synth.plan(SynthConfig(identities=3, bench_identities=3))
     with pytest.raises(ValueError, match="at least 2 bench scenes"):
         synth.plan(SynthConfig(bench_scenes=1))
+
+
+MEASURES = {"face_width": (0.66, 0.82), "jaw": (0.15, 0.45), "eye_size": (0.85, 1.2), "eye_spacing": (0.28, 0.36),
+            "brow_thickness": (0.035, 0.07), "brow_tilt": (-0.25, 0.25), "nose_length": (0.85, 1.2),
+            "nose_width": (0.8, 1.3), "mouth_width": (0.2, 0.28), "pitch": (95, 230)}  # fmt: skip
+
+
+def test_shifted_people_lie_outside_every_training_range_and_unshifted_inside():
+    import dataclasses
+
+    shifted = dataclasses.replace(CFG, seed=7, shift=0.3)
+    for i in range(20):
+        train, other = synth.identity(CFG, i).attributes(), synth.identity(shifted, i).attributes()
+        for key, (lo, hi) in MEASURES.items():
+            width = (hi - lo) * 0.3
+            assert lo <= train[key] <= hi, (key, train[key])
+            assert lo - width <= other[key] < lo or hi < other[key] <= hi + width, (key, other[key])

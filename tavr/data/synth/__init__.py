@@ -58,7 +58,7 @@ class SynthClip:
 
 
 def identity(cfg: SynthConfig, index: int) -> Identity:
-    return sample_identity(np.random.default_rng([cfg.seed, 1, index]))
+    return sample_identity(np.random.default_rng([cfg.seed, 1, index]), cfg.shift)
 
 
 def scene(cfg: SynthConfig, index: int) -> Scene:

@@ -52,27 +52,37 @@ class Identity:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def sample_identity(rng: np.random.Generator) -> Identity:
+def _measure(rng: np.random.Generator, lo: float, hi: float, shift: float) -> float:
+    """A uniform draw from [lo, hi]; with `shift` > 0 from just outside it instead: within shift x its
+    width below lo or above hi (a side at random), values no training identity has."""
+    if shift <= 0:
+        return float(rng.uniform(lo, hi))
+    width = (hi - lo) * shift
+    return float(rng.uniform(lo - width, lo) if rng.random() < 0.5 else rng.uniform(hi, hi + width))
+
+
+def sample_identity(rng: np.random.Generator, shift: float = 0.0) -> Identity:
+    """A random person; `shift` > 0 draws every face measure and the voice outside the training ranges."""
     skin = SKIN[rng.integers(len(SKIN))] * rng.uniform(0.95, 1.05, 3)
     lip = np.clip(skin * np.array([0.85, 0.55, 0.55]) + rng.uniform(-0.05, 0.05, 3), 0, 1)
     return Identity(
-        face_width=float(rng.uniform(0.66, 0.82)),
-        jaw=float(rng.uniform(0.15, 0.45)),
+        face_width=_measure(rng, 0.66, 0.82, shift),
+        jaw=_measure(rng, 0.15, 0.45, shift),
         skin=tuple(np.clip(skin, 0, 1).round(4).tolist()),
-        eye_size=float(rng.uniform(0.85, 1.2)),
-        eye_spacing=float(rng.uniform(0.28, 0.36)),
+        eye_size=_measure(rng, 0.85, 1.2, shift),
+        eye_spacing=_measure(rng, 0.28, 0.36, shift),
         iris=tuple(IRIS[rng.integers(len(IRIS))].round(4).tolist()),
-        brow_thickness=float(rng.uniform(0.035, 0.07)),
-        brow_tilt=float(rng.uniform(-0.25, 0.25)),
+        brow_thickness=_measure(rng, 0.035, 0.07, shift),
+        brow_tilt=_measure(rng, -0.25, 0.25, shift),
         hair_style=str(rng.choice(HAIR_STYLES)),
         hair=tuple(HAIR[rng.integers(len(HAIR))].round(4).tolist()),
-        nose_length=float(rng.uniform(0.85, 1.2)),
-        nose_width=float(rng.uniform(0.8, 1.3)),
-        mouth_width=float(rng.uniform(0.2, 0.28)),
+        nose_length=_measure(rng, 0.85, 1.2, shift),
+        nose_width=_measure(rng, 0.8, 1.3, shift),
+        mouth_width=_measure(rng, 0.2, 0.28, shift),
         lip=tuple(lip.round(4).tolist()),
         accessory=str(rng.choice(ACCESSORIES)),
         shirt=tuple(rng.uniform(0.05, 0.95, 3).round(4).tolist()),
-        pitch=float(rng.uniform(95, 230)),
+        pitch=_measure(rng, 95, 230, shift),
     )
 
 
