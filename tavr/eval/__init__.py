@@ -1,1 +1,1 @@
-"""Evaluation: held-out identity now; the benchmark, report and gate follow."""
+"""Evaluation: held-out identity, the cross-scene benchmark and its metrics, the report, the claims and the gate."""
