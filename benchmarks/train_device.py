@@ -129,7 +129,7 @@ def measure(preset: str, steps: int, peak: float, stages: list[str]) -> list[dic
         model = TAVRTransformer3DModel(model_cfg)
         cache = LatentCache(synthetic_cache(Path(tmp), model_cfg, SIDE[preset]))
         optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr)
-        scheduler = common.make_scheduler(optimizer, run)
+        scheduler = common.make_lr_schedule(optimizer, run)
         model, optimizer = accelerator.prepare(model, optimizer)
         ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
         parts = (accelerator, model, optimizer, scheduler, ema, cache, run)

@@ -24,5 +24,5 @@ def deploy(params: str, storage_uri: str, dry_run: bool, exported: Input[Model],
     from kubernetes import client, config
 
     config.load_incluster_config()
-    result = kserve_deploy.rollout(client.CustomObjectsApi(), body, cfg.namespace, cfg.canary_percent, cfg.deploy_timeout_s)
+    result = kserve_deploy.canary_rollout(client.CustomObjectsApi(), body, cfg.namespace, cfg.canary_percent, cfg.deploy_timeout_s)
     return result["action"]

@@ -68,7 +68,7 @@ def loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None =
 GUIDANCE_ORDERS = ("reference", "audio")  # which condition guided_velocity guides first
 
 
-def make_scheduler(name: str = "unipc", shift: float = 1.0):
+def make_sampler(name: str = "unipc", shift: float = 1.0):
     """A diffusers flow-matching scheduler: "euler" or "unipc" (Wan's default sampler)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
@@ -125,7 +125,7 @@ def sample(
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
-    scheduler = scheduler or make_scheduler()
+    scheduler = scheduler or make_sampler()
     scheduler.set_timesteps(steps, device=noise.device)
     x = noise if constraint is None else constraint(noise, float(scheduler.sigmas[0]))
     for i, t in enumerate(scheduler.timesteps):

@@ -326,7 +326,7 @@ class TAVRPipeline:
         #    the previous chunk's last, its latent pinned to that frame's encoding during sampling
         #    (latent frame 0 of the causal VAE encodes frame 0 alone), and the last
         #    `motion_frames` latent frames of the previous chunk enter as motion tokens.
-        scheduler = flow.make_scheduler(cfg.sampler, cfg.shift)
+        scheduler = flow.make_sampler(cfg.sampler, cfg.shift)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         stride = chunk - 1
         n_chunks = 1 + max(0, math.ceil((total - chunk) / stride))

@@ -44,7 +44,7 @@ def test_samplers_reach_the_data_with_the_exact_velocity(name):
         sigma = (t / flow.NUM_TRAIN_TIMESTEPS).reshape(-1, 1, 1, 1, 1)
         return (x - x0) / sigma  # the true velocity of a single-point data set
 
-    out = flow.sample(velocity, noise, steps=8, scheduler=flow.make_scheduler(name, shift=3.0))
+    out = flow.sample(velocity, noise, steps=8, scheduler=flow.make_sampler(name, shift=3.0))
     # UniPC hands out integer timesteps, so sigma read back from t is slightly off
     assert torch.allclose(out, x0, atol=1e-3 if name == "euler" else 5e-3)
     assert not torch.allclose(noise, x0, atol=0.1)
@@ -75,7 +75,7 @@ def test_guidance_combines_the_three_passes():
 
 def test_bad_sampler_arguments():
     with pytest.raises(ValueError, match="unknown sampler"):
-        flow.make_scheduler("ddim")
+        flow.make_sampler("ddim")
     with pytest.raises(ValueError, match="steps"):
         flow.sample(lambda x, t: x, torch.zeros(1), steps=0)
 

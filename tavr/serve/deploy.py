@@ -1,7 +1,7 @@
 """Deploy an exported model as a KServe InferenceService: create, or roll out as a canary, and
 roll back when the new revision does not become ready.
 
-    rollout(api, body, namespace, canary_percent, timeout_s) -> {"action", "revision", "ready", ...}
+    canary_rollout(api, body, namespace, canary_percent, timeout_s) -> {"action", "revision", "ready", ...}
 
 `api` is a kubernetes `CustomObjectsApi` (or anything with its get/create/patch methods).
 - No service yet: it is created and must become Ready.
@@ -80,7 +80,7 @@ def _ready(obj: dict, old_revision: str | None) -> bool:
     return new and pred.get("latestReadyRevision") == created and conditions.get("Ready") == "True"
 
 
-def rollout(api, body: dict, namespace: str, canary_percent: int, timeout_s: float, poll_s: float = 5.0,
+def canary_rollout(api, body: dict, namespace: str, canary_percent: int, timeout_s: float, poll_s: float = 5.0,
             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict:  # fmt: skip
     """Create or canary-patch the service in `body`, wait for the new revision, roll back on failure."""
     if not 0 <= canary_percent <= 100:

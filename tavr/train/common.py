@@ -111,7 +111,7 @@ def lr_lambda(run: RunConfig):
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, run: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def make_lr_schedule(optimizer: torch.optim.Optimizer, run: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """`lr_lambda(run)` on `optimizer`; step it once per update (see `clip_and_step`)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(run))
 

@@ -73,7 +73,7 @@ def train(cfg: VAEStageConfig, config_dict: dict, resume: str | None = "auto", s
     train_paths, bench_paths = clip_paths(cfg.manifest, "train"), clip_paths(cfg.manifest, "bench")
     order = common.EpochShuffler(len(train_paths), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=run.lr, weight_decay=run.weight_decay)
-    scheduler = common.make_scheduler(optimizer, run)
+    scheduler = common.make_lr_schedule(optimizer, run)
     vae, optimizer = accelerator.prepare(vae, optimizer)
 
     step, prior_seconds = 0, 0.0  # seconds spent by earlier invocations of a resumed run

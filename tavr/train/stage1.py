@@ -236,7 +236,7 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     motion_frames = root.generate.motion_frames if cfg.motion_prob > 0 else 0
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
-    scheduler = common.make_scheduler(optimizer, run)
+    scheduler = common.make_lr_schedule(optimizer, run)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = common.EMA(accelerator.unwrap_model(model), run.ema_decay)
 

@@ -182,7 +182,7 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     rows = condition_pool(rows, cfg.conditions, run.seed)
     order = common.EpochShuffler(len(rows), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay)
-    scheduler = common.make_scheduler(optimizer, run)
+    scheduler = common.make_lr_schedule(optimizer, run)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device  # prepare moved the policy; the frozen copy and the decoder go along
     vae.to(device)

@@ -3,7 +3,7 @@
 import pytest
 
 from tavr.config import KubeflowConfig
-from tavr.serve.deploy import RolloutFailed, inference_service, rollout
+from tavr.serve.deploy import RolloutFailed, canary_rollout, inference_service
 
 
 class NotFound(Exception):
@@ -41,7 +41,7 @@ BODY = inference_service(KubeflowConfig(), "s3://models/export")
 
 def _rollout(api, timeout=60):
     clock = iter(range(0, 10_000, 5))
-    return rollout(api, BODY, "ns", 10, timeout, poll_s=5, sleep=lambda s: None, clock=lambda: next(clock))
+    return canary_rollout(api, BODY, "ns", 10, timeout, poll_s=5, sleep=lambda s: None, clock=lambda: next(clock))
 
 
 def test_a_first_deployment_is_created_and_waits_for_ready():
@@ -74,7 +74,7 @@ def test_a_canary_that_fails_or_never_gets_ready_is_rolled_back():
         _rollout(stuck, timeout=30)
     assert stuck.calls[-1][1]["spec"]["predictor"]["canaryTrafficPercent"] == 0
     with pytest.raises(ValueError, match="canary"):
-        rollout(FakeKServe(), BODY, "ns", 120, 10)
+        canary_rollout(FakeKServe(), BODY, "ns", 120, 10)
 
 
 def test_the_deployed_predictor_is_the_base_manifests_with_this_image_and_model():

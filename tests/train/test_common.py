@@ -15,7 +15,7 @@ from torch import nn
 
 from tavr.train.common import (
     EMA, EpochShuffler, RunConfig, RunDir, Tracker, clip_and_step, latest_checkpoint, load_checkpoint, lr_lambda,
-    make_accelerator, make_scheduler, progress, resume_from, save_checkpoint, seed_everything,
+    make_accelerator, make_lr_schedule, progress, resume_from, save_checkpoint, seed_everything,
 )
 
 
@@ -38,7 +38,7 @@ def _build(run: RunConfig, accelerator=None):
     """Model, optimizer, scheduler, EMA and data order, as a stage would make them."""
     model = _mlp()
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
-    scheduler = make_scheduler(optimizer, run)
+    scheduler = make_lr_schedule(optimizer, run)
     ema = EMA(model, run.ema_decay)
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -78,7 +78,7 @@ def test_lr_schedule_shapes():
         lr_lambda(RunConfig(schedule="linear"))
 
     optimizer = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=run.lr)
-    scheduler = make_scheduler(optimizer, run)
+    scheduler = make_lr_schedule(optimizer, run)
     for step in range(1, 60):
         optimizer.step()
         scheduler.step()
