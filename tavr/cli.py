@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tavr.config import ConfigError, TAVRConfig, load_config, parse_sets
+from tavr.progress import LOG_INTERVAL_S
 
 app = typer.Typer(
     help="TAVR: talking avatars from a video reference.",
@@ -50,10 +51,18 @@ def _progress() -> Progress:
 
 
 def _bar(progress: Progress, description: str):
+    """A task on `progress`; where stderr is not a terminal (DVC, kfp, a pod's log), where rich draws
+    nothing until the end, also a plain line at most every LOG_INTERVAL_S seconds and at the end."""
     task = progress.add_task(description, total=None)
+    start = last = time.monotonic()
 
     def update(done: int, total: int) -> None:
+        nonlocal last
         progress.update(task, completed=done, total=total)
+        now = time.monotonic()
+        if not console.is_terminal and (now - last >= LOG_INTERVAL_S or done == total):
+            last = now
+            console.print(f"{description}: {done}/{total} in {now - start:.0f} s", markup=False, highlight=False)
 
     return update
 

@@ -108,3 +108,5 @@ def test_set_overrides_any_value_on_every_command(tmp_path, monkeypatch):
                               "--set", "synth.scenes_per_identity=1", "--set", "synth.clips_per_scene=1"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "syn" / "synth.json").read_text())["clips"] == 2 * 1 + 1 * 2
+    # the output is not a terminal: the progress comes as plain lines, the last one at the end
+    assert "synth: 4/4 in" in res.output
