@@ -30,7 +30,7 @@ run: $(STAMP)  ## the whole DVC pipeline on the embedded default (TAVR-Synth, ti
 # A second set of bench pairs that no model trained on and no knob was chosen on: TAVR-Synth from another
 # seed, every face measure and the voice drawn outside the training ranges (synth.shift), 10 people in 3
 # scenes; every method of dvc.yaml's bench stage scores it against its own gallery, and the report writes
-# reports/bench_shifted/claims.md. Needs the models of `make run`; about 13 minutes on 2 cores.
+# reports/bench_shifted/claims.md. Needs the models of `make run`; about 11 minutes alone on 2 cores (README).
 SHIFTED = --set synth.seed=7 --set synth.shift=0.3 --set synth.identities=11 --set synth.bench_identities=10 \
 	--set synth.scenes=4 --set synth.bench_scenes=3 --set synth.scenes_per_identity=1 \
 	--set bench.pairs=data/shifted/bench_pairs.json --set bench.gallery=reports/bench_shifted/gallery.npz \

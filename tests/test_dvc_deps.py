@@ -7,6 +7,7 @@ files, at any depth and inside functions too (a lazy import runs as surely as a 
 """
 
 import ast
+import functools
 from pathlib import Path
 
 import yaml
@@ -52,17 +53,28 @@ def _closure(start: set[str]) -> set[Path]:
         if name in seen:
             continue
         seen.add(name)
-        path = _module_file(name)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        todo |= _imports([ast.parse(path.read_text())], package) | _parents(name)
+        todo |= _module_imports(name) | _parents(name)
     return {_module_file(n) for n in seen}
+
+
+@functools.cache
+def _module_imports(name: str) -> frozenset[str]:
+    """The `tavr` modules one module imports, parsed once for every stage that reaches it."""
+    path = _module_file(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return frozenset(_imports([ast.parse(path.read_text())], package))
+
+
+@functools.cache
+def _cli_tree() -> ast.Module:
+    return ast.parse(CLI.read_text())
 
 
 def _cli_function(words: list[str]) -> ast.FunctionDef:
     """The function behind `tavr WORDS...`: a command (named by its decorator or its function's name), or a
     group's callback (`tavr bench --model ...`)."""
     commands, callbacks = {}, {}
-    for fn in (n for n in ast.parse(CLI.read_text()).body if isinstance(n, ast.FunctionDef)):
+    for fn in (n for n in _cli_tree().body if isinstance(n, ast.FunctionDef)):
         for dec in fn.decorator_list:
             target = dec.func if isinstance(dec, ast.Call) else dec
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
@@ -82,8 +94,7 @@ def _stage_code(cmd: str) -> set[Path]:
     if words[:2] == ["python", "-m"]:
         return _closure({words[2]})
     assert words[0] == "tavr", f"a stage runs `tavr ...` or `python -m tavr...`: {cmd}"
-    tree = ast.parse(CLI.read_text())
-    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    top = [n for n in _cli_tree().body if isinstance(n, (ast.Import, ast.ImportFrom))]
     return _closure(_imports([_cli_function(words[1:]), *top], "tavr"))
 
 
