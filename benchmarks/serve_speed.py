@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import socket
@@ -61,21 +62,30 @@ def _post(url: str, instance: dict) -> tuple[int, float, dict, str]:
     return res.status_code, wall, (body["predictions"][0] if res.status_code == 200 else body), res.headers.get("retry-after", "")
 
 
-def measure(model: str, instance: dict, args, tmp: Path) -> dict:
-    """Start `tavr serve` on `model`, time startup, sequential requests and throughput; stop it."""
+@contextlib.contextmanager
+def server(model: str, tmp: Path):
+    """`tavr serve` on `model` as its own process on a free loopback port with default limits (whatever
+    ./params.yaml says), log in tmp/server.log; yields (url, seconds from launch to /ready), stops it after."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    (tmp / "none.yaml").write_text("{}\n")
     cmd = [sys.executable, "-m", "tavr.cli", "serve", "--model-dir", model, "--port", str(port), "--params", str(tmp / "none.yaml")]
-    (tmp / "none.yaml").write_text("{}\n")  # default limits, whatever ./params.yaml says
-    log = open(tmp / "server.log", "w")
-    launched = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_ready(url, timeout=600, alive=lambda: proc.poll() is None)
-        startup = time.perf_counter() - launched
+    with open(tmp / "server.log", "w") as log:
+        launched = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            wait_ready(url, timeout=600, alive=lambda: proc.poll() is None)
+            yield url, time.perf_counter() - launched
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
+
+def measure(model: str, instance: dict, args, tmp: Path) -> dict:
+    """Start `tavr serve` on `model`, time startup, sequential requests and throughput; stop it."""
+    with server(model, tmp) as (url, startup):
         sequential = [_post(url, instance) for _ in range(args.sequential)]
         if any(code != 200 for code, *_ in sequential):
             raise SystemExit(f"a sequential request failed: {sequential}")
@@ -107,17 +117,13 @@ def measure(model: str, instance: dict, args, tmp: Path) -> dict:
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(client, range(args.clients)))
         minutes = (time.perf_counter() - start) / 60
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
 
     walls = [w for _, w, _, _ in sequential]
-    server = [b["seconds"] for _, _, b, _ in sequential]
+    server_s = [b["seconds"] for _, _, b, _ in sequential]
     result = {
         "video_seconds": duration, "startup_s": round(startup, 1),
         "sequential": {"requests": len(walls), "wall_s_median": round(statistics.median(walls), 2),
-                       "server_s_median": round(statistics.median(server), 2),
+                       "server_s_median": round(statistics.median(server_s), 2),
                        "seconds_per_video_second": round(statistics.median(walls) / duration, 2)},
     }  # fmt: skip
     if counts["done"]:

@@ -243,6 +243,7 @@ class FlowStageConfig:
     same_scene_share: float = 0.0  # with cross_scene: chance a sample keeps a same-scene reference (stage 1's task, replayed)
     reference: str = "video"  # video: the reference window and its audio | image: its first frame alone (the baseline)
     init: str = ""  # a pipeline folder to start from ("" = fresh weights)
+    interpolate: float = 1.0  # share of the trained weights in the saved model, the rest init's (WiSE-FT); 1 = as trained
     cache: str = "data/latents"
     vae: str = "models/codec"
     out: str = "models/stage1"

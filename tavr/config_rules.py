@@ -117,6 +117,7 @@ RULES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("FlowStageConfig", "min_keep_ratio"): KEEP,
     ("FlowStageConfig", "drop_reference"): SHARE,
     ("FlowStageConfig", "same_scene_share"): SHARE,
+    ("FlowStageConfig", "interpolate"): KEEP,
     ("FlowStageConfig", "drop_audio"): SHARE,
     ("FlowStageConfig", "motion_prob"): SHARE,
     ("FlowStageConfig", "val_batches"): at_least(0),

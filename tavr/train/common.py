@@ -133,6 +133,20 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
 
 
+@torch.no_grad()
+def interpolate_weights(model: torch.nn.Module, start: dict[str, torch.Tensor], share: float) -> None:
+    """Weight-space ensembling of a fine-tuned model with its start (WiSE-FT, Wortsman et al. 2022):
+    every tensor of the model becomes share * its value + (1 - share) * start's (same names and shapes;
+    start = the init's state dict). share 1 leaves the model as it is."""
+    if share == 1.0:
+        return
+    for name, t in extract_model_from_parallel(model).state_dict().items():
+        if name not in start or start[name].shape != t.shape:
+            raise ValueError(f"cannot interpolate toward the init: its weights have no {name} of shape {tuple(t.shape)}")
+        if t.is_floating_point():
+            t.copy_((share * t.float() + (1 - share) * start[name].to(t.device).float()).to(t.dtype))
+
+
 class EMA:
     """fp32 shadow of the trainable parameters: shadow = d * shadow + (1 - d) * param.
 

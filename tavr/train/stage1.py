@@ -34,9 +34,9 @@ import torch
 from safetensors.torch import load_file
 
 from tavr import flow
-from tavr.config import FlowStageConfig, GenerateConfig, TAVRConfig, to_dict
+from tavr.config import ConfigError, FlowStageConfig, GenerateConfig, TAVRConfig, to_dict
 from tavr.eval.heldout import identity_heldout
-from tavr.files import sha256, write_json
+from tavr.files import load_weights, sha256, write_json
 from tavr.models.transformer import TAVRTransformer3DModel
 from tavr.models.vae import load_vae
 from tavr.pipeline import TAVRPipeline, masked_background, save_pipeline
@@ -215,6 +215,8 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     preemptible jobs and tests), returning {} so a later call with `resume="auto"` carries on."""
     run = cfg.run
     start = time.perf_counter()
+    if cfg.interpolate < 1 and not cfg.init:
+        raise ConfigError(f"interpolate: {cfg.interpolate} mixes the trained weights with the init's, and init is empty")
     # setup, run dir and config dump
     resume = common.fresh_if_changed(cfg.run_dir, resume, config_dict)
     accelerator = common.make_accelerator(run, cfg.run_dir)
@@ -290,6 +292,8 @@ def train(cfg: FlowStageConfig, root: TAVRConfig, config_dict: dict, resume: str
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         ema.copy_to(final)
+        if cfg.interpolate < 1:  # part of the way back to the init: keeps what the init could do (docs/TRAINING.md)
+            common.interpolate_weights(final, load_weights(Path(cfg.init) / "transformer" / "model.safetensors"), cfg.interpolate)
         final.eval()
         generate, vae = saved_generate(root, cfg.reference), load_vae(cfg.vae).to(accelerator.device)
         save_pipeline(cfg.out, final, vae, generate)
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None, section: str = "stage1") -> None:
     config_dict = {section: to_dict(cfg), "model": to_dict(root.model)}
     try:
         metrics = train(cfg, root, config_dict, resume)
-    except CodecMismatch as e:
+    except (CodecMismatch, ConfigError) as e:
         sys.exit(f"error: {e}")
     if metrics:
         print(json.dumps(metrics, indent=1))

@@ -5,8 +5,8 @@
 Each step:
   1. rollout: `batch_size` conditions (a train window, a cross-scene reference, its audio
      and background from the latent cache), `group_size` samples each, drawn with the
-     SDE sampler of tavr.rl.grpo from fixed-seed noise; the log-probability of every
-     transition is kept.
+     SDE sampler of tavr.rl.grpo from noise seeded by the condition (the same group noise
+     each time the fixed pool comes back to it); the log-probability of every transition is kept.
   2. reward: the samples are decoded and scored against the reference clip's frames and
      the target window's audio (tavr.rl.rewards: identity, lip sync and the dense face score,
      weights in params); advantages are normalised within each group. A step in which no
@@ -206,12 +206,14 @@ def train(cfg: RLStageConfig, root: TAVRConfig, config_dict: dict, resume: str |
     while step < run.steps:
         # 1. rollout: batch_size conditions x group_size samples
         targets = [int(rows[i]) for i in next(order)]
-        offset = accelerator.process_index * run.batch_size
-        refs = [cache.reference_for(r, cfg.pairing, rng(run.seed, step, offset + i, -1)) for i, r in enumerate(targets)]
+        # a condition's reference and noise are keyed by the condition, not the step: each time the pool
+        # cycles back to it, its group is drawn from the same noise, so a change of reward between the
+        # first and last quarter of steps is the policy's, not the draw's (common random numbers)
+        refs = [cache.reference_for(r, cfg.pairing, rng(run.seed, r, -1)) for r in targets]
         g = cfg.group_size
         b = cache.batch([t for t in targets for _ in range(g)], [r for r in refs for _ in range(g)], reference=cfg.reference,
                         device=device)  # fmt: skip
-        gens = [rng(run.seed, step, offset * g + i) for i in range(len(targets) * g)]
+        gens = [rng(run.seed, t, k) for t in targets for k in range(g)]
         model.eval()
         roll = rollout(model, b, sigmas, cfg, gens)
 

@@ -64,3 +64,16 @@ def cache(clips, tmp_path_factory):
     stage0_codec.fit(cfg)
     encode_cache(LatentsConfig(vae=cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
     return tmp
+
+
+@pytest.fixture(scope="session")
+def base_cache(clips, tmp_path_factory):
+    """The train clips' latent cache in the shipped base's codec (tmp/latents), for tests that start
+    from models/base, whose weights live in that codec's latent space."""
+    tmp = tmp_path_factory.mktemp("base_cache")
+    base = Path(__file__).resolve().parents[2] / "models/base"
+    cfg = CodecConfig(manifest=str(clips), out=str(tmp / "codec"), init=str(base / "vae"), eval_clips=1)
+    stage0_codec.fit(cfg)
+    encode_cache(LatentsConfig(vae=cfg.out, manifest=str(clips), out=str(tmp / "latents"), batch=4), GenerateConfig(), progress=False)
+    return tmp
+

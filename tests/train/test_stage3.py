@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,20 @@ def test_stage3_logs_rewards_and_resumes_exactly(cache, clips, stage2_model, tmp
     start = load_file(str(stage2_model / "transformer/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], start[k]) for k in a)  # RL changed the weights
+
+
+def test_stage3_draws_a_condition_from_the_same_noise_each_time(base_cache, clips, tmp_path):
+    """From the shipped base (it draws faces, so the face score is dense), a pool of one condition visited
+    at both steps, with a step too small to move fp32 weights: the two rollouts are the same samples, so
+    their rewards agree; keyed by the step, as before, the noise and the reference differed."""
+    base = Path(__file__).resolve().parents[2] / "models/base"
+    cfg = _rl_cfg(base_cache, clips, base, tmp_path, "crn", 2, face_weight=1.0, conditions=1)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, lr=1e-12))
+    stage3_rl.train(cfg, TAVRConfig(), {})
+    log = pd.read_csv(tmp_path / "crn/run/dvclive/plots/metrics/reward_mean.tsv", sep="\t")["reward_mean"]
+    spread = pd.read_csv(tmp_path / "crn/run/dvclive/plots/metrics/reward_std.tsv", sep="\t")["reward_std"]
+    assert log.iloc[0] > 0 and spread.iloc[0] > 0  # a dense score, different within the group
+    assert log.iloc[1] == pytest.approx(log.iloc[0], abs=1e-6)
 
 
 def test_stage3_makes_no_update_without_signal(cache, clips, stage2_model, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tavr.config import CodecConfig, FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, RunConfig, TAVRConfig
+from tavr.config import CodecConfig, ConfigError, FlowStageConfig, GenerateConfig, HeldoutConfig, LatentsConfig, RunConfig, TAVRConfig
 from tavr.models.vae import TAVRVAE
 from tavr.pipeline import TAVRPipeline
 from tavr.train import stage0_codec, stage0_vae, stage1
@@ -93,6 +93,25 @@ def test_stage2_starts_from_stage1_with_cross_scene_references(cache, tmp_path):
     assert metrics["steps"] == 2
     with pytest.raises(ValueError, match="pairing"):
         lc.reference_for(0, "sideways")
+
+
+def test_interpolate_saves_the_mix_of_the_trained_and_the_init_weights(cache, tmp_path):
+    """interpolate 0.25: every saved tensor is 0.25 x the weights the same run saves at 1, plus 0.75 x the
+    init's (WiSE-FT); the validation loss is the saved model's. Without init it is refused up front."""
+    root = TAVRConfig()
+    first = _flow_cfg(cache, tmp_path, 2, "s1")
+    stage1.train(first, root, {})
+    full = stage1.train(_flow_cfg(cache, tmp_path, 2, "full", init=first.out), root, {})
+    mixed = stage1.train(_flow_cfg(cache, tmp_path, 2, "mixed", init=first.out, interpolate=0.25), root, {})
+    init = load_file(str(Path(first.out) / "transformer/model.safetensors"))
+    a = load_file(str(tmp_path / "full/model/transformer/model.safetensors"))
+    m = load_file(str(tmp_path / "mixed/model/transformer/model.safetensors"))
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # training moved the weights
+    for k in a:
+        torch.testing.assert_close(m[k], 0.25 * a[k] + 0.75 * init[k], rtol=1e-5, atol=1e-6)
+    assert mixed["val_loss"] != full["val_loss"]
+    with pytest.raises(ConfigError, match="init is empty"):
+        stage1.train(_flow_cfg(cache, tmp_path, 2, "none", interpolate=0.5), root, {})
 
 
 def test_a_same_scene_share_replays_stage_1_pairs_inside_a_cross_scene_stage():
