@@ -114,13 +114,13 @@ def sample(
     noise: torch.Tensor,
     steps: int,
     scheduler=None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
     constraint: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate from noise (sigma = 1) to data with a diffusers scheduler.
 
-    `velocity(x, timestep (B,))` returns the (guided) velocity; `callback(i, steps)` reports
-    progress; `constraint(x, sigma)` may overwrite known parts of x after each step, given the
+    `velocity(x, timestep (B,))` returns the (guided) velocity; `callback(i, steps, x)` sees each
+    step's result (progress, previews); `constraint(x, sigma)` may overwrite known parts of x after each step, given the
     noise level sigma that x is now at (0 after the last step), e.g. to pin frames by replacement.
     """
     if steps < 1:
@@ -137,5 +137,5 @@ def sample(
         if constraint is not None:
             x = constraint(x, float(scheduler.sigmas[i + 1]))
         if callback:
-            callback(i + 1, steps)
+            callback(i + 1, steps, x)
     return x

@@ -1,6 +1,7 @@
 """TAVRPipeline: reference video + target background + driving audio -> talking video.
 
-One call in numbered stages with the denoising loop written out. Audio longer
+One call in the stages diffusers splits a pipeline into (check_inputs, encode_conditions,
+prepare_background, denoise, finish), the denoising loop written out. Audio longer
 than one chunk is generated chunk by chunk; every chunk after the first is
 conditioned on the last `motion_frames` latent frames of the one before, and
 the video is cut to the audio's length.
@@ -49,6 +50,20 @@ class GenerationOutput:
     seconds: float  # wall time of the call
     path: Path | None = None
     latents: list[torch.Tensor] | None = None  # per chunk (1, C, F', h, w)
+
+
+@dataclass
+class Inputs:
+    """Checked inputs of one call, at the model's size (TAVRPipeline.check_inputs)."""
+
+    reference: np.ndarray  # (Fr, S, S, 3) uint8, at most reference_frames
+    reference_audio: np.ndarray | None  # (N,) float32 or None
+    background: np.ndarray  # (Fb, S, S, 3) uint8: the crop the person is generated in
+    mask: np.ndarray | None  # (Fb or 1, S, S) bool where the person goes, or None (found in the background)
+    driving_audio: np.ndarray  # (N,) float32
+    total: int  # output frames: the driving audio's length
+    full_background: np.ndarray | None  # the whole background to paste into (None: it is the crop)
+    where: object  # the crop's place in full_background (tavr.data.framing)
 
 
 def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -241,6 +256,7 @@ class TAVRPipeline:
         seed: int = 0,
         out_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        callback_on_step_end: Callable[[int, int, torch.Tensor], None] | None = None,
     ) -> GenerationOutput:
         """Generate a talking video.
 
@@ -253,24 +269,42 @@ class TAVRPipeline:
         background around its person (or its centre) as `tavr ingest` crops, and the generated crop is
         put back into the background, scaled to at most `max_output_side`. Returns frames (F, H, W, 3)
         with F = the audio's length in frames and the background's (H, W) up to that limit; writes an
-        mp4 with the driving audio when `out_path` is given.
+        mp4 with the driving audio when `out_path` is given. `progress(done, total)` counts denoising
+        steps over all chunks; `callback_on_step_end(chunk, step, latent)` sees each chunk's latent
+        (1, C, F', h, w) after each of its steps (read only).
+
+        The stages, as diffusers splits a pipeline: check_inputs (files read, frames cropped),
+        encode_conditions (prompt, reference and its audio), prepare_background (looped, person
+        masked), denoise (chunk by chunk), finish (cut, pasted back, written).
         """
         start = time.perf_counter()
         cfg = self.config
         steps = cfg.steps if num_steps is None else int(num_steps)
+        keep_ratio = cfg.keep_ratio if keep_ratio is None else float(keep_ratio)
+        guidance = (cfg.reference_guidance if reference_guidance is None else reference_guidance,
+                    cfg.audio_guidance if audio_guidance is None else audio_guidance)  # fmt: skip
+        x = self.check_inputs(reference_video, target_background, driving_audio, reference_audio, background_mask, steps,
+                              keep_ratio, out_path)  # fmt: skip
+        text, ref_latent, ref_audio = self.encode_conditions(prompt, x.reference, x.reference_audio)
+        bg, mask = self.prepare_background(x.background, x.mask, x.reference, x.total)
+        frames, latents = self.denoise(text, ref_latent, ref_audio, bg, mask, x.driving_audio, x.total, steps, guidance,
+                                       keep_ratio, seed, progress, callback_on_step_end)  # fmt: skip
+        video, audio_out, path = self.finish(frames, x, out_path)
+        return GenerationOutput(video, cfg.fps, audio_out, cfg.audio_rate, time.perf_counter() - start, path, latents)
+
+    def check_inputs(self, reference_video, target_background, driving_audio, reference_audio, background_mask,
+                     steps: int, keep_ratio: float, out_path) -> Inputs:  # fmt: skip
+        """Every check before compute: files read (tavr.data.video, bounded), sizes, lengths, finite audio;
+        real footage cropped as `tavr ingest` crops (see _frame). A bad input is a ValueError naming it."""
+        cfg = self.config
         if steps < 1:
             raise ValueError(f"num_steps must be at least 1; got {steps}")
-        keep_ratio = cfg.keep_ratio if keep_ratio is None else float(keep_ratio)
         if not 0 < keep_ratio <= 1:
             raise ValueError(f"keep_ratio must be in (0, 1]; got {keep_ratio}")
         if out_path is not None:
             from tavr.data.video import check_writable
 
             check_writable(out_path)  # before the compute, not after it
-        ref_scale = cfg.reference_guidance if reference_guidance is None else reference_guidance
-        audio_scale = cfg.audio_guidance if audio_guidance is None else audio_guidance
-
-        # 1. check inputs (paths are read here: video, image or audio files)
         reference_video, reference_audio, target_background, driving_audio = self._load(
             reference_video, reference_audio, target_background, driving_audio
         )
@@ -290,42 +324,47 @@ class TAVRPipeline:
         total = int(round(len(driving_audio) / cfg.audio_rate * cfg.fps))
         if total < 1:
             raise ValueError(f"driving audio is empty ({len(driving_audio)} samples); at least one frame's worth is needed")
-        chunk = cfg.chunk_frames
-        if (chunk - 1) % 4:
-            raise ValueError(f"chunk_frames must be 4k + 1; got {chunk}")
+        if (cfg.chunk_frames - 1) % 4:
+            raise ValueError(f"chunk_frames must be 4k + 1; got {cfg.chunk_frames}")
         # real footage: face crops in, the generated crop back into the full background at the end
-        reference_video, background, background_mask, full_background, where = self._frame(
-            reference_video[:n_ref], background, background_mask
-        )
+        reference, background, mask, full, where = self._frame(reference_video[:n_ref], background, background_mask)
+        return Inputs(reference[:n_ref], reference_audio, background, mask, driving_audio, total, full, where)
 
-        # 2. prompt
+    def encode_conditions(self, prompt: str, reference: np.ndarray, reference_audio) -> tuple:
+        """(text (1, L, text_dim), reference latent (1, C, F', h, w), reference audio windows or None)."""
+        cfg = self.config
         text, _ = self.text_encoder([prompt])
-        text = text.to(self.device)
-
-        # 3. reference: latent and its own audio
-        ref_frames = reference_video[:n_ref]
-        ref_latent = self.encode_video(ref_frames)
+        ref_latent = self.encode_video(reference)
         ref_audio = None
         if cfg.reference_audio and (reference_audio is None or not len(reference_audio)):
             warnings.warn("the reference has no audio track: generating without reference audio "
                           "(give reference_audio to condition on the person's own voice)")  # fmt: skip
         if cfg.reference_audio and reference_audio is not None and len(reference_audio):
             seg = torch.from_numpy(np.asarray(reference_audio, dtype=np.float32).reshape(1, -1))
-            ref_audio = self.audio_encoder(seg, n_ref, cfg.fps).to(self.device)
+            ref_audio = self.audio_encoder(seg, len(reference), cfg.fps).to(self.device)
+        return text.to(self.device), ref_latent, ref_audio
 
-        # 4. background: loop it over the output; the person's cells are zeroed in latent space
-        index = np.arange(total + chunk) % len(background)
+    def prepare_background(self, background: np.ndarray, mask: np.ndarray | None, reference: np.ndarray,
+                           total: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The background looped over the output plus one chunk (F, H, W, 3), and where the person goes
+        (F, H, W) bool: the given mask, else the person found in it (background_mask)."""
+        index = np.arange(total + self.config.chunk_frames) % len(background)
         bg = background[index]
-        if background_mask is None:
-            mask = self.background_mask(background, ref_frames)[index]
-        else:
-            mask = np.asarray(background_mask, dtype=bool)
-            mask = np.broadcast_to(mask[None] if mask.ndim == 2 else mask[index % len(mask)], bg.shape[:3])
+        if mask is None:
+            return bg, self.background_mask(background, reference)[index]
+        mask = np.asarray(mask, dtype=bool)
+        return bg, np.broadcast_to(mask[None] if mask.ndim == 2 else mask[index % len(mask)], bg.shape[:3])
 
-        # 5. denoise chunk by chunk. Chunks overlap by one frame: a later chunk's first frame is
-        #    the previous chunk's last, its latent pinned to that frame's encoding during sampling
-        #    (latent frame 0 of the causal VAE encodes frame 0 alone), and the last
-        #    `motion_frames` latent frames of the previous chunk enter as motion tokens.
+    def denoise(self, text, ref_latent, ref_audio, bg, mask, driving_audio, total, steps, guidance, keep_ratio, seed,
+                progress=None, callback_on_step_end=None) -> tuple[list[np.ndarray], list[torch.Tensor]]:  # fmt: skip
+        """Chunk by chunk -> (decoded frames per chunk, latents per chunk). Chunks overlap by one frame: a
+        later chunk's first frame is the previous chunk's last, its latent pinned to that frame's encoding
+        during sampling (latent frame 0 of the causal VAE encodes frame 0 alone), and the last
+        `motion_frames` latent frames of the previous chunk enter as motion tokens. The person's cells
+        of the background are zeroed in latent space."""
+        cfg = self.config
+        ref_scale, audio_scale = guidance
+        chunk = cfg.chunk_frames
         scheduler = flow.make_sampler(cfg.sampler, cfg.shift)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         stride = chunk - 1
@@ -354,7 +393,9 @@ class TAVRPipeline:
 
                 return flow.guided_velocity(run, ref_scale, audio_scale, cfg.guidance_order)
 
-            def step_done(i: int, n: int) -> None:
+            def step_done(i: int, n: int, x: torch.Tensor) -> None:
+                if callback_on_step_end:
+                    callback_on_step_end(k, i, x)
                 if progress:
                     progress(k * steps + i, n_chunks * steps)
 
@@ -374,19 +415,23 @@ class TAVRPipeline:
             latents.append(latent)
             if k + 1 < n_chunks:  # the next chunk starts on this chunk's last frame
                 seam = self.encode_video(decoded[-1:])
+        return frames, latents
 
-        # 6. cut to the audio's length, back into a full-size background, and write
-        video = np.concatenate(frames)[:total]
-        if full_background is not None:
+    def finish(self, frames: list[np.ndarray], x: Inputs, out_path) -> tuple[np.ndarray, np.ndarray, Path | None]:
+        """Chunks -> (video cut to the audio's length and pasted back into a full-size background,
+        the driving audio cut or padded to it, the mp4 written when out_path is given)."""
+        cfg = self.config
+        video = np.concatenate(frames)[: x.total]
+        if x.full_background is not None:
             from tavr.data.framing import paste
 
-            video = paste(full_background[np.arange(total) % len(full_background)], video, where)
-        samples = int(round(total / cfg.fps * cfg.audio_rate))
-        audio_out = np.pad(driving_audio[:samples], (0, max(0, samples - len(driving_audio))))
+            video = paste(x.full_background[np.arange(x.total) % len(x.full_background)], video, x.where)
+        samples = int(round(x.total / cfg.fps * cfg.audio_rate))
+        audio_out = np.pad(x.driving_audio[:samples], (0, max(0, samples - len(x.driving_audio))))
         path = None
         if out_path is not None:
             from tavr.data.video import write_video
 
             path = Path(out_path)
             write_video(path, video, cfg.fps, audio_out, cfg.audio_rate)
-        return GenerationOutput(video, cfg.fps, audio_out, cfg.audio_rate, time.perf_counter() - start, path, latents)
+        return video, audio_out, path

@@ -83,6 +83,19 @@ def test_guidance_runs_the_extra_passes(pipe, clips):
     assert set(calls) == {(True, False), (False, False)} and len(calls) == 2 * GEN.steps
 
 
+def test_the_step_callback_sees_every_step_of_every_chunk(pipe, clips):
+    """callback_on_step_end(chunk, step, latent) after each of the 2 steps of both chunks of a 17-frame call;
+    each chunk's last latent is the one decoded; progress counts the same steps; the output is unchanged."""
+    seen, counts = [], []
+    out = _run(pipe, clips, 0.68, seed=3, progress=lambda i, n: counts.append((i, n)),
+               callback_on_step_end=lambda k, i, x: seen.append((k, i, x.clone())))  # fmt: skip
+    assert [(k, i) for k, i, _ in seen] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert counts == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert torch.equal(seen[1][2], out.latents[0]) and torch.equal(seen[3][2], out.latents[1])
+    assert not torch.equal(seen[0][2], seen[1][2])
+    assert np.array_equal(out.frames, _run(pipe, clips, 0.68, seed=3).frames)
+
+
 def test_bad_inputs_raise_clear_errors(pipe, clips):
     ref, tgt = clips
     with pytest.raises(ValueError, match="no face found in the reference"):  # a larger reference is cropped around its face
