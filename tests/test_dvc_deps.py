@@ -8,6 +8,7 @@ files, at any depth and inside functions too (a lazy import runs as surely as a 
 
 import ast
 import functools
+import re
 from pathlib import Path
 
 import yaml
@@ -99,8 +100,17 @@ def _stage_code(cmd: str) -> set[Path]:
 
 
 def _stages() -> dict[str, dict]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: stage.get("do", stage) for name, stage in stages.items()}
+    """Every stage as DVC runs it: a foreach stage once per key (name@key), ${key} and ${item.x} filled in."""
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        template = yaml.safe_dump(stage["do"])
+        for key, item in stage["foreach"].items():
+            text = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), template).replace("${key}", key)
+            out[f"{name}@{key}"] = yaml.safe_load(text)
+    return out
 
 
 def _covered(path: Path, deps: list[str]) -> bool:
