@@ -1,7 +1,7 @@
 """The TAVR pipeline: which components run, in what order, on what hardware. Pure wiring: every
 step's work is in components/ (and under it, tavr.steps).
 
-    ingest -> qa -> codec -> latents -> stage1 -> stage2 -> stage3 ---------> bench(tavr) ----------.
+    params (each step's own sections) -> ingest -> qa -> codec -> latents -> stage1 -> stage2 -> stage3 ---------> bench(tavr) ----------.
                                     \\-> image_stage1 -> 2 -> 3 -> bench(image_raw), bench(adapted) -> report
     report -> gate -> export -> [gate passed] deploy
 
@@ -42,14 +42,15 @@ def build(kf: KubeflowConfig = KUBEFLOW):
             kubernetes.mount_pvc(task, pvc_name=kf.runs_pvc, mount_path=RUNS_MOUNT)
         return task
 
-    def _model_chain(params: str, runs: str, prefix: str, latents, vae, clips):
-        """Stages 1-3 for the model named by `prefix` ("" = TAVR, "image_" = the image-reference baseline)."""
-        s1 = _step(c.train_stage(params=params, section=f"{prefix}stage1", runs=runs, latents=latents, vae=vae, clips=clips),
-                   f"{prefix}stage1", training=True)  # fmt: skip
-        s2 = _step(c.train_stage(params=params, section=f"{prefix}stage2", runs=runs, latents=latents, vae=vae, clips=clips,
-                                 previous=s1.outputs["model"]), f"{prefix}stage2", training=True)  # fmt: skip
-        s3 = _step(c.rl_stage(params=params, section=f"{prefix}stage3", runs=runs, latents=latents, clips=clips,
-                              previous=s2.outputs["model"]), f"{prefix}stage3", training=True)  # fmt: skip
+    def _model_chain(params, runs: str, prefix: str, latents, vae, clips):
+        """Stages 1-3 for the model named by `prefix` ("" = TAVR, "image_" = the image-reference baseline);
+        `params`: the split step's outputs, each stage's own sections."""
+        s1 = _step(c.train_stage(params=params[f"{prefix}stage1"], section=f"{prefix}stage1", runs=runs, latents=latents,
+                                 vae=vae, clips=clips), f"{prefix}stage1", training=True)  # fmt: skip
+        s2 = _step(c.train_stage(params=params[f"{prefix}stage2"], section=f"{prefix}stage2", runs=runs, latents=latents,
+                                 vae=vae, clips=clips, previous=s1.outputs["model"]), f"{prefix}stage2", training=True)  # fmt: skip
+        s3 = _step(c.rl_stage(params=params[f"{prefix}stage3"], section=f"{prefix}stage3", runs=runs, latents=latents,
+                              clips=clips, previous=s2.outputs["model"]), f"{prefix}stage3", training=True)  # fmt: skip
         return s1.outputs["model"], s2.outputs["model"], s3.outputs["model"]
 
     @dsl.pipeline(name="tavr", description="TAVR: data to a deployed talking-avatar model, gated by the cross-scene benchmark.")
@@ -57,15 +58,16 @@ def build(kf: KubeflowConfig = KUBEFLOW):
                       remote: str = kf.dvc_remote, production: str = "", storage_uri: str = "",
                       deploy_dry_run: bool = True) -> Outputs:  # fmt: skip
         runs = RUNS_MOUNT if kf.runs_pvc else ""
-        ingest = _step(c.ingest(params=params, sources=sources, repo=repo, remote=remote), "ingest")
+        p = _step(c.split_params(params=params), "params").outputs  # each step's own sections: its cache key
+        ingest = _step(c.ingest(params=p["ingest"], sources=sources, repo=repo, remote=remote), "ingest")
         clips = ingest.outputs["clips"]
-        qa = _step(c.qa(params=params, clips=clips), "QA gate")
-        codec = _step(c.codec(params=params, clips=clips).after(qa), "codec")
-        latents = _step(c.latents(params=params, clips=clips, vae=codec.outputs["model"]), "latents", training=True)
+        qa = _step(c.qa(params=p["qa"], clips=clips), "QA gate")
+        codec = _step(c.codec(params=p["codec"], clips=clips).after(qa), "codec")
+        latents = _step(c.latents(params=p["latents"], clips=clips, vae=codec.outputs["model"]), "latents", training=True)
         cache, vae_model = latents.outputs["cache"], codec.outputs["model"]
 
-        tavr_s1, tavr_s2, tavr = _model_chain(params, runs, "", cache, vae_model, clips)
-        _, _, image = _model_chain(params, runs, "image_", cache, vae_model, clips)
+        tavr_s1, tavr_s2, tavr = _model_chain(p, runs, "", cache, vae_model, clips)
+        _, _, image = _model_chain(p, runs, "image_", cache, vae_model, clips)
         results = {}
         methods = (  # (name, protocol, model, keep_ratio (0 = the model's), reference audio): as in dvc.yaml's bench stages
             ("tavr", "video", tavr, 0.0, True), ("image_raw", "raw", image, 0.0, True), ("image_adapted", "adapted", image, 0.0, True),
@@ -74,15 +76,15 @@ def build(kf: KubeflowConfig = KUBEFLOW):
             ("tavr_wrong_ref", "wrong_ref", tavr, 0.0, True),
         )  # fmt: skip
         for method, protocol, model, keep, audio in methods:
-            task = c.bench(params=params, method=method, protocol=protocol, model=model, clips=clips, keep_ratio=keep,
+            task = c.bench(params=p["bench"], method=method, protocol=protocol, model=model, clips=clips, keep_ratio=keep,
                            reference_audio=audio)  # fmt: skip
             results[method] = _step(task, f"bench {method}").outputs["results"]
-        results["upper_bound"] = _step(c.upper_bound(params=params, clips=clips), "upper bound").outputs["results"]
-        report = _step(c.report(params=params, clips=clips, **results), "report")
-        gate = _step(c.gate(params=params, production=production, report=report.outputs["folder"]), "deployment gate")
+        results["upper_bound"] = _step(c.upper_bound(params=p["bench"], clips=clips), "upper bound").outputs["results"]
+        report = _step(c.report(params=p["report"], clips=clips, **results), "report")
+        gate = _step(c.gate(params=p["gate"], production=production, report=report.outputs["folder"]), "deployment gate")
         export = _step(c.export(decision=gate.outputs["decision"], model=tavr), "export")
         with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp builds a condition from ==)
-            _step(c.deploy(params=params, storage_uri=storage_uri, dry_run=deploy_dry_run, exported=export.outputs["exported"]),
+            _step(c.deploy(params=p["deploy"], storage_uri=storage_uri, dry_run=deploy_dry_run, exported=export.outputs["exported"]),
                   "deploy")  # fmt: skip
         return Outputs(decision=gate.outputs["decision"], exported=export.outputs["exported"], report=report.outputs["folder"])
 

@@ -16,6 +16,7 @@ makes a retried step resume where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -29,9 +30,57 @@ from tavr.config import TAVRConfig, build_config, to_dict
 PAIRS = "bench_pairs.json"
 
 
+TRAINING = ("stage1", "stage2", "stage3", "image_stage1", "image_stage2", "image_stage3")
+# The params sections each step reads (`preset` goes to every step: it sets every section's defaults).
+# A kfp task gets only its step's sections (split_params), so its cache key changes only when they do:
+# editing serve.port re-runs the deploy step alone. A step that reads a section it was not given fails.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("synth", "ingest"),
+    "qa": ("qa",),
+    "codec": ("codec",),
+    "latents": ("latents", "generate", "model"),
+    **{name: (name, "model", "generate", "latents", "kubeflow") for name in TRAINING},
+    "bench": ("bench",),
+    "report": ("bench",),
+    "gate": ("gate",),
+    "deploy": ("kubeflow", "serve"),
+}
+GIVEN = "_sections"  # the key of a split params text that names the sections it holds
+
+
+class _Absent:
+    """Stands in for a section a step was not given: any read says which and where to add it."""
+
+    def __init__(self, name: str, step_sections: list[str]):
+        self._name, self._given = name, step_sections
+
+    def __getattr__(self, attr: str):
+        raise AttributeError(f"this step was given the params sections {self._given}, not {self._name!r} (read "
+                             f"{self._name}.{attr}): add it to the step's tavr.steps.STEP_SECTIONS")  # fmt: skip
+
+
+def split_params(params: str) -> dict[str, str]:
+    """A params file's text -> {step: JSON of only the sections STEP_SECTIONS gives it, plus `preset`
+    and the list of what it holds}. Sections absent from the file are absent from the slice too (their
+    defaults apply, as in the whole file)."""
+    data = yaml.safe_load(params) or {}
+    out = {}
+    for step, names in STEP_SECTIONS.items():
+        keep = ["preset", *names]
+        out[step] = json.dumps({**{k: data[k] for k in keep if k in data}, GIVEN: keep}, sort_keys=True)
+    return out
+
+
 def config(params: str) -> TAVRConfig:
-    """The config tree from a params file's text ("" = defaults)."""
-    return build_config(yaml.safe_load(params) or {})
+    """The config tree from a params file's text ("" = defaults), or from one step's slice of it
+    (split_params), whose other sections raise when read."""
+    data = yaml.safe_load(params) or {}
+    given = data.pop(GIVEN, None)
+    cfg = build_config(data)
+    if given is None:
+        return cfg
+    absent = {f.name: _Absent(f.name, given) for f in dataclasses.fields(cfg) if f.name not in given}
+    return dataclasses.replace(cfg, **absent)
 
 
 def _numbers(d: dict) -> dict[str, float]:
@@ -141,7 +190,6 @@ def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], o
     (tavr.train.trainjob): its inputs are copied to the runs volume, which the trainer pods mount
     too, a params file there points the section at them, and the finished model is copied to `out`.
     `api` is the cluster's CustomObjectsApi (None = the in-cluster one)."""
-    import json
     import uuid
 
     from tavr.train import trainjob
@@ -157,6 +205,7 @@ def on_trainer(params: str, section: str, module: str, inputs: dict[str, str], o
             paths[key] = str(job_dir / "inputs" / key)
     clips = paths.pop("clips")
     data = yaml.safe_load(params) or {}
+    data.pop(GIVEN, None)  # the job's own command reads the file as a params.yaml
     section_data = data.get(section) or {}
     override = {**paths, "out": str(job_dir / "out"), "run_dir": str(job_dir / "run"),
                 "heldout": {**(section_data.get("heldout") or {}), "pairs": f"{clips}/{PAIRS}"}}  # fmt: skip

@@ -7,6 +7,7 @@ import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 import components as c
+from tavr import steps
 from tavr.pipeline import TAVRPipeline
 
 
@@ -16,45 +17,47 @@ def _art(kind, tmp, name):
 
 @pytest.fixture(scope="module")
 def chain(tiny_params, tmp_path_factory):
-    """Run every step once; returns {artifact name: artifact}."""
+    """Run every step once, each on its own slice of the params as the pipeline passes them (a step that
+    reads a section it is not given fails); returns {artifact name: artifact}."""
     tmp = tmp_path_factory.mktemp("steps")
     a = {}
+    p = steps.split_params(tiny_params)
 
     def out(kind, name):
         a[name] = _art(kind, tmp, name)
         return a[name]
 
-    c.ingest.python_func(params=tiny_params, sources="synth", repo=str(tmp), remote="", clips=out(Dataset, "clips"),
+    c.ingest.python_func(params=p["ingest"], sources="synth", repo=str(tmp), remote="", clips=out(Dataset, "clips"),
                          metrics=out(Metrics, "ingest_metrics"))  # fmt: skip
-    c.qa.python_func(params=tiny_params, clips=a["clips"], report=out(HTML, "qa_report"), metrics=out(Metrics, "qa_metrics"))
-    c.codec.python_func(params=tiny_params, clips=a["clips"], model=out(Model, "vae"), metrics=out(Metrics, "codec_metrics"))
-    c.latents.python_func(params=tiny_params, clips=a["clips"], vae=a["vae"], cache=out(Dataset, "cache"),
+    c.qa.python_func(params=p["qa"], clips=a["clips"], report=out(HTML, "qa_report"), metrics=out(Metrics, "qa_metrics"))
+    c.codec.python_func(params=p["codec"], clips=a["clips"], model=out(Model, "vae"), metrics=out(Metrics, "codec_metrics"))
+    c.latents.python_func(params=p["latents"], clips=a["clips"], vae=a["vae"], cache=out(Dataset, "cache"),
                           metrics=out(Metrics, "latents_metrics"))  # fmt: skip
     for prefix in ("", "image_"):
-        c.train_stage.python_func(params=tiny_params, section=f"{prefix}stage1", runs="", latents=a["cache"], vae=a["vae"],
+        c.train_stage.python_func(params=p[f"{prefix}stage1"], section=f"{prefix}stage1", runs="", latents=a["cache"], vae=a["vae"],
                                   clips=a["clips"], model=out(Model, f"{prefix}s1"), metrics=out(Metrics, f"{prefix}s1_m"))  # fmt: skip
-        c.train_stage.python_func(params=tiny_params, section=f"{prefix}stage2", runs="", latents=a["cache"], vae=a["vae"],
+        c.train_stage.python_func(params=p[f"{prefix}stage2"], section=f"{prefix}stage2", runs="", latents=a["cache"], vae=a["vae"],
                                   clips=a["clips"], model=out(Model, f"{prefix}s2"), metrics=out(Metrics, f"{prefix}s2_m"),
                                   previous=a[f"{prefix}s1"])  # fmt: skip
-        c.rl_stage.python_func(params=tiny_params, section=f"{prefix}stage3", runs="", latents=a["cache"], clips=a["clips"],
+        c.rl_stage.python_func(params=p[f"{prefix}stage3"], section=f"{prefix}stage3", runs="", latents=a["cache"], clips=a["clips"],
                                previous=a[f"{prefix}s2"], model=out(Model, f"{prefix}s3"), metrics=out(Metrics, f"{prefix}s3_m"))  # fmt: skip
     methods = (("tavr", "video", "s3", 0.0, True), ("image_raw", "raw", "image_s3", 0.0, True),
                ("image_adapted", "adapted", "image_s3", 0.0, True), ("tavr_stage1", "video", "s1", 0.0, True),
                ("tavr_stage2", "video", "s2", 0.0, True), ("tavr_keep025", "video", "s3", 0.25, True),
                ("tavr_no_ref_audio", "video", "s3", 0.0, False), ("tavr_wrong_ref", "wrong_ref", "s3", 0.0, True))  # fmt: skip
     for method, protocol, model, keep, audio in methods:
-        c.bench.python_func(params=tiny_params, method=method, protocol=protocol, model=a[model], clips=a["clips"],
+        c.bench.python_func(params=p["bench"], method=method, protocol=protocol, model=a[model], clips=a["clips"],
                             results=out(Dataset, f"bench_{method}"), metrics=out(Metrics, f"bench_{method}_m"),
                             keep_ratio=keep, reference_audio=audio)  # fmt: skip
-    c.upper_bound.python_func(params=tiny_params, clips=a["clips"], results=out(Dataset, "bench_upper_bound"),
+    c.upper_bound.python_func(params=p["bench"], clips=a["clips"], results=out(Dataset, "bench_upper_bound"),
                               metrics=out(Metrics, "bench_upper_bound_m"))  # fmt: skip
-    c.report.python_func(params=tiny_params, tavr=a["bench_tavr"], image_raw=a["bench_image_raw"],
+    c.report.python_func(params=p["report"], tavr=a["bench_tavr"], image_raw=a["bench_image_raw"],
                          image_adapted=a["bench_image_adapted"], tavr_stage1=a["bench_tavr_stage1"],
                          tavr_stage2=a["bench_tavr_stage2"], tavr_keep025=a["bench_tavr_keep025"],
                          tavr_no_ref_audio=a["bench_tavr_no_ref_audio"], tavr_wrong_ref=a["bench_tavr_wrong_ref"],
                          upper_bound=a["bench_upper_bound"], clips=a["clips"], folder=out(Dataset, "report"),
                          page=out(HTML, "page"), metrics=out(Metrics, "report_m"))  # fmt: skip
-    a["passed"] = c.gate.python_func(params=tiny_params, production="", report=a["report"], decision=out(Artifact, "decision"),
+    a["passed"] = c.gate.python_func(params=p["gate"], production="", report=a["report"], decision=out(Artifact, "decision"),
                                      metrics=out(Metrics, "gate_m")).passed  # fmt: skip
     c.export.python_func(decision=a["decision"], model=a["s3"], exported=out(Model, "exported"))
     return a
@@ -95,7 +98,7 @@ def test_evaluation_steps_report_decide_and_export(chain):
 
 def test_deploy_dry_run_writes_the_inference_service(chain, tiny_params, tmp_path):
     service = _art(Artifact, tmp_path, "service")
-    action = c.deploy.python_func(params=tiny_params, storage_uri="", dry_run=True, exported=chain["s3"], service=service)
+    action = c.deploy.python_func(params=steps.split_params(tiny_params)["deploy"], storage_uri="", dry_run=True, exported=chain["s3"], service=service)
     body = json.loads(open(service.path).read())
     assert action == "dry-run" and body["kind"] == "InferenceService"
     assert body["spec"]["predictor"]["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": chain["s3"].uri}]

@@ -3,16 +3,21 @@ a whole local run (kfp.local, every step a subprocess) ends with the gate's deci
 
 import dataclasses
 import json
+from pathlib import Path
 
+import pytest
 import yaml
-
 from kfp import compiler
 
+import components as c
 from pipelines import compile as compile_cli
 from pipelines import run as run_cli
 from pipelines import tavr_pipeline
+from tavr import steps
 
-STEPS = ["ingest", "qa", "codec", "latents", "train-stage", "rl-stage", "bench", "report", "gate", "export", "deploy"]
+ROOT = Path(__file__).resolve().parents[2]
+
+STEPS = ["split-params", "ingest", "qa", "codec", "latents", "train-stage", "rl-stage", "bench", "report", "gate", "export", "deploy"]
 
 
 def _compile(tmp_path, **kubeflow):
@@ -62,3 +67,37 @@ def test_a_local_run_ends_with_the_decision_and_the_export(tiny_params, tmp_path
     summary = json.loads(open(f"{paths['report']}/summary.json").read())
     assert set(summary["methods"]) == {"tavr", "image_raw", "image_adapted", "tavr_stage1", "tavr_stage2", "tavr_keep025",
                                        "tavr_no_ref_audio", "tavr_wrong_ref", "upper_bound"}
+
+
+def test_a_step_takes_only_its_own_sections_so_editing_serve_port_keeps_every_training_cache_key(tmp_path):
+    """kfp's cache key of a task is its component and its inputs. Every task takes `params` from the split
+    step's output for its own step, and editing serve.port changes only the deploy step's slice."""
+    outputs = set(c.split_params.component_spec.outputs)
+    assert outputs == set(steps.STEP_SECTIONS)  # the component's outputs are the steps the split knows
+    ir, _ = _compile(tmp_path)
+    for task in ir["root"]["dag"]["tasks"].values():
+        given = task.get("inputs", {}).get("parameters", {}).get("params")
+        if task["taskInfo"]["name"] in ("params", "export") or given is None:
+            continue
+        source = given["taskOutputParameter"]
+        assert source["producerTask"] == "split-params", task["taskInfo"]["name"]
+        assert source["outputParameterKey"] in steps.STEP_SECTIONS
+    text = (ROOT / "params.yaml").read_text()
+    edited = yaml.safe_load(text)
+    serve = edited.setdefault("serve", {}) or {}
+    edited["serve"] = {**serve, "port": int(serve.get("port", 8080)) + 1}
+    before, after = steps.split_params(text), steps.split_params(yaml.safe_dump(edited))
+    assert [k for k in before if before[k] != after[k]] == ["deploy"]
+    for name in steps.TRAINING:
+        assert before[name] == after[name]
+    # a training key changes its stage's slice, and the image baseline's that merges it (the file's YAML anchor)
+    edited["stage2"]["run"]["lr"] = 1e-5
+    changed = [k for k, v in steps.split_params(yaml.safe_dump(edited)).items() if v != before[k]]
+    assert changed == ["stage2", "image_stage2", "deploy"]
+
+
+def test_a_step_that_reads_a_section_it_was_not_given_says_which():
+    cfg = steps.config(steps.split_params("stage1: {run: {steps: 7}}\n")["stage1"])
+    assert cfg.stage1.run.steps == 7 and cfg.latents.window_frames == 9
+    with pytest.raises(AttributeError, match="not 'serve'.*STEP_SECTIONS"):
+        cfg.serve.port
