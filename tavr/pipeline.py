@@ -59,7 +59,7 @@ class Inputs:
     reference: np.ndarray  # (Fr, S, S, 3) uint8, at most reference_frames
     reference_audio: np.ndarray | None  # (N,) float32 or None
     background: np.ndarray  # (Fb, S, S, 3) uint8: the crop the person is generated in
-    mask: np.ndarray | None  # (Fb or 1, S, S) bool where the person goes, or None (found in the background)
+    mask: np.ndarray | None  # (S, S) or (Fm, S, S) bool where the person goes, or None (found in the background)
     driving_audio: np.ndarray  # (N,) float32
     total: int  # output frames: the driving audio's length
     full_background: np.ndarray | None  # the whole background to paste into (None: it is the crop)
@@ -328,7 +328,7 @@ class TAVRPipeline:
             raise ValueError(f"chunk_frames must be 4k + 1; got {cfg.chunk_frames}")
         # real footage: face crops in, the generated crop back into the full background at the end
         reference, background, mask, full, where = self._frame(reference_video[:n_ref], background, background_mask)
-        return Inputs(reference[:n_ref], reference_audio, background, mask, driving_audio, total, full, where)
+        return Inputs(reference, reference_audio, background, mask, driving_audio, total, full, where)
 
     def encode_conditions(self, prompt: str, reference: np.ndarray, reference_audio) -> tuple:
         """(text (1, L, text_dim), reference latent (1, C, F', h, w), reference audio windows or None)."""

@@ -75,13 +75,20 @@ def test_a_step_takes_only_its_own_sections_so_editing_serve_port_keeps_every_tr
     outputs = set(c.split_params.component_spec.outputs)
     assert outputs == set(steps.STEP_SECTIONS)  # the component's outputs are the steps the split knows
     ir, _ = _compile(tmp_path)
+    sources = {}  # task name -> the split output its params come from
     for task in ir["root"]["dag"]["tasks"].values():
-        given = task.get("inputs", {}).get("parameters", {}).get("params")
-        if task["taskInfo"]["name"] in ("params", "export") or given is None:
-            continue
-        source = given["taskOutputParameter"]
-        assert source["producerTask"] == "split-params", task["taskInfo"]["name"]
-        assert source["outputParameterKey"] in steps.STEP_SECTIONS
+        given = task.get("inputs", {}).get("parameters", {})
+        if "params" in given and task["taskInfo"]["name"] != "params":  # the split step itself takes the whole text
+            sources[task["taskInfo"]["name"]] = given["params"]["taskOutputParameter"]
+        if "triggerPolicy" in task:  # deploy, inside the gate's condition, gets its slice through the condition
+            inner = ir["components"][task["componentRef"]["name"]]["dag"]["tasks"].values()
+            channel = next(t["inputs"]["parameters"]["params"]["componentInputParameter"] for t in inner)
+            sources["deploy"] = given[channel]["taskOutputParameter"]
+    assert {"ingest", "latents", *steps.TRAINING, "bench tavr", "deployment gate", "deploy"} <= set(sources)
+    for name, source in sources.items():
+        assert source["producerTask"] == "split-params" and source["outputParameterKey"] in steps.STEP_SECTIONS, name
+    assert {sources[name]["outputParameterKey"] for name in steps.TRAINING} == set(steps.TRAINING)
+    assert sources["deploy"]["outputParameterKey"] == "deploy"
     text = (ROOT / "params.yaml").read_text()
     edited = yaml.safe_load(text)
     serve = edited.setdefault("serve", {}) or {}
